@@ -1,0 +1,119 @@
+"""Residual-image shards: the contract between data preparation and training.
+
+A shard is a parquet file of whole pairs (one row per main/reference pair, not per question), so
+training streams images once and joins the questions from pairs.parquet on `pair_id`. Images are
+stored as raw little-endian arrays (no codec to decode on the hot path), all `image_size` square:
+
+    pair_id              str     "{main_dicom_id}__{ref_dicom_id}"
+    subject_id           int64
+    main_study_id        int64
+    ref_study_id         int64
+    split                str     train | val | test
+    group                str     MIMIC group p10..p19 (the static partition)
+    main                 binary  uint8  [S, S]  preprocessed main image (0..255)
+    ref                  binary  uint8  [S, S]  preprocessed reference image
+    ref_registered       binary  uint8  [S, S]  reference resampled onto main by the affine
+    naive_residual       binary  float16 [S, S] (main - ref) / 255, in [-1, 1]
+    registered_residual  binary  float16 [S, S] (main - ref_registered) / 255, in [-1, 1]
+    affine               list<float32>[6]  the 2x3 affine (normalised coordinates) ref -> main
+
+The manifest (`manifest.json` next to the shards) lists shard paths relative to it, their row
+counts, group, sha256 and the image size, so a reader never lists a bucket.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+IMAGE_COLUMNS = ("main", "ref", "ref_registered")
+RESIDUAL_COLUMNS = ("naive_residual", "registered_residual")
+SHARD_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("subject_id", pa.int64()),
+        ("main_study_id", pa.int64()),
+        ("ref_study_id", pa.int64()),
+        ("split", pa.string()),
+        ("group", pa.string()),
+        *[(c, pa.binary()) for c in IMAGE_COLUMNS],
+        *[(c, pa.binary()) for c in RESIDUAL_COLUMNS],
+        ("affine", pa.list_(pa.float32(), 6)),
+    ]
+)
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(frozen=True)
+class PairImages:
+    """One decoded shard row. Images are float32 in [0, 1]; residuals float32 in [-1, 1]."""
+
+    pair_id: str
+    subject_id: int
+    main_study_id: int
+    ref_study_id: int
+    split: str
+    group: str
+    main: np.ndarray
+    ref: np.ndarray
+    ref_registered: np.ndarray
+    naive_residual: np.ndarray
+    registered_residual: np.ndarray
+    affine: np.ndarray
+
+
+def encode_image(img_u8: np.ndarray) -> bytes:
+    assert img_u8.dtype == np.uint8 and img_u8.ndim == 2, (img_u8.dtype, img_u8.shape)
+    return np.ascontiguousarray(img_u8).tobytes()
+
+
+def encode_residual(residual: np.ndarray) -> bytes:
+    assert residual.ndim == 2
+    return np.ascontiguousarray(residual, dtype="<f2").tobytes()
+
+
+def decode_image(buf: bytes, size: int) -> np.ndarray:
+    return np.frombuffer(buf, dtype=np.uint8).reshape(size, size).astype(np.float32) / 255.0
+
+
+def decode_residual(buf: bytes, size: int) -> np.ndarray:
+    return np.frombuffer(buf, dtype="<f2").reshape(size, size).astype(np.float32)
+
+
+def read_manifest(root: str | Path) -> dict:
+    return json.loads((Path(root) / MANIFEST_NAME).read_text())
+
+
+def iter_shard(path: str | Path, size: int, splits: set[str] | None = None) -> Iterator[PairImages]:
+    """Stream one shard row group by row group (bounded memory whatever the shard size)."""
+    pf = pq.ParquetFile(path)
+    for rg in range(pf.num_row_groups):
+        for row in pf.read_row_group(rg).to_pylist():
+            if splits is not None and row["split"] not in splits:
+                continue
+            yield PairImages(
+                pair_id=row["pair_id"],
+                subject_id=row["subject_id"],
+                main_study_id=row["main_study_id"],
+                ref_study_id=row["ref_study_id"],
+                split=row["split"],
+                group=row["group"],
+                **{c: decode_image(row[c], size) for c in IMAGE_COLUMNS},
+                **{c: decode_residual(row[c], size) for c in RESIDUAL_COLUMNS},
+                affine=np.asarray(row["affine"], dtype=np.float32),
+            )
+
+
+def iter_pairs(root: str | Path, splits: set[str] | None = None, groups: set[str] | None = None) -> Iterator[PairImages]:
+    """All pairs under a shard root, in manifest order (deterministic)."""
+    manifest = read_manifest(root)
+    for shard in manifest["shards"]:
+        if groups is not None and shard["group"] not in groups:
+            continue
+        yield from iter_shard(Path(root) / shard["path"], manifest["image_size"], splits)

@@ -1,0 +1,31 @@
+"""What every command shares: reading params.yaml and turning a user mistake into one clear
+line on stderr and exit code 2, instead of a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import typer
+from rich.console import Console
+
+from pipelines.params import ParamsError, load_params
+
+err_console = Console(stderr=True)
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad path, bad value). Printed without a traceback."""
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    try:
+        yield
+    except (UserError, ParamsError, FileNotFoundError) as e:
+        err_console.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(code=2) from e
+
+
+def params_for(profile: str | None, overrides: dict | None = None) -> dict:
+    return load_params(profile=profile, overrides=overrides)

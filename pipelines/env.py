@@ -1,0 +1,22 @@
+"""Process-wide environment every entry point sets before importing Dagster, Ray, MLflow or GX.
+
+Telemetry is off (patient-data pipelines must not phone home, and the machines have no internet),
+hub downloads are off (weights and tokenizers come from local paths), and local Ray runs without
+token auth. `setdefault` so a user's explicit setting wins."""
+
+import os
+
+DEFAULTS = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "DAGSTER_DISABLE_TELEMETRY": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "RAY_AUTH_MODE": "disabled",
+    "DO_NOT_TRACK": "1",
+}
+
+for _key, _value in DEFAULTS.items():
+    os.environ.setdefault(_key, _value)

@@ -1,0 +1,88 @@
+"""Read params.yaml: the one config of the Dagster assets, the DVC stages and the CLI.
+
+Layering, lowest first: params.yaml's top-level sections (the `default` profile), the chosen
+profile's overlay from `profiles:`, environment variables for the data roots, then explicit
+overrides from a CLI flag or a Dagster run config. The resolved dict is what gets logged."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PARAMS_ENV = "SPOTDIFF_PARAMS"
+PROFILE_ENV = "SPOTDIFF_PROFILE"
+# env var -> (section, key): how a user points the pipeline at a download without editing a file.
+ENV_OVERRIDES = {
+    "SPOTDIFF_MIMIC_ROOT": ("data", "mimic_root"),
+    "SPOTDIFF_DIFFVQA_ROOT": ("data", "diffvqa_root"),
+}
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unparseable, or names a profile/key that does not exist."""
+
+
+def repo_root() -> Path:
+    """Where params.yaml lives: $SPOTDIFF_PARAMS's folder, else the working directory (DVC and
+    `dagster dev` both run from the repo root)."""
+    return params_path().parent
+
+
+def params_path() -> Path:
+    return Path(os.environ.get(PARAMS_ENV, "params.yaml")).resolve()
+
+
+def deep_merge(base: dict, overlay: dict, where: str = "") -> dict:
+    """Overlay onto a copy of base. A key the base does not have is an error, not a silent new
+    setting: a typo in a profile must not be ignored."""
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        path = f"{where}.{key}" if where else key
+        if key not in out:
+            raise ParamsError(f"params.yaml: unknown key {path!r} (not in the base sections)")
+        if isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = deep_merge(out[key], value, path)
+        else:
+            out[key] = value
+    return out
+
+
+def load_params(path: str | Path | None = None, profile: str | None = None,
+                overrides: dict[str, Any] | None = None) -> dict:
+    path = Path(path) if path else params_path()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise ParamsError(f"{path}: not found (set {PARAMS_ENV} or run from the repo root)") from e
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict) or "profiles" not in raw:
+        raise ParamsError(f"{path}: expected a mapping with a 'profiles' section")
+    profiles = raw.pop("profiles")
+    chosen = profile or os.environ.get(PROFILE_ENV) or raw.get("profile", "default")
+    if chosen not in profiles:
+        raise ParamsError(f"{path}: profile {chosen!r} not in profiles {sorted(profiles)}")
+    params = deep_merge(raw, profiles[chosen] or {})
+    params["profile"] = chosen
+    for env, (section, key) in ENV_OVERRIDES.items():
+        if os.environ.get(env):
+            params[section][key] = os.environ[env]
+    if overrides:
+        params = deep_merge(params, overrides)
+    return params
+
+
+def flatten(params: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}: the form MLflow params and DVC `-S` keys use."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out

@@ -1,0 +1,9 @@
+# Sourced by the README commands: the project venv first on PATH, telemetry off, local Ray
+# without token auth (pipelines/env.py sets the same for Python entry points).
+# shellcheck shell=bash
+export PATH="$PWD/.venv/bin:$PATH"
+export RAY_USAGE_STATS_ENABLED=0 MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1 \
+  DAGSTER_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GX_ANALYTICS_ENABLED=false \
+  RAY_AUTH_MODE=disabled DO_NOT_TRACK=1
+export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"
+mkdir -p "$DAGSTER_HOME"

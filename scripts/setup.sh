@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Idempotent set-up: project venv (.venv), DVC in its own tool venv (.venv-dvc), Java for
+# pycocoevalcap's METEOR/PTB tokenizer. Re-running it is cheap: each step is skipped when the
+# stamp of what it installed matches.
+#
+# Why two venvs: DVC pulls hydra/omegaconf, which pin antlr4-python3-runtime 4.9, and Dagster's
+# asset-selection parser needs antlr 4.13 (`dagster asset materialize --select` fails on 4.9),
+# while `dvc exp run -S` fails on 4.13 ("Could not deserialize ATN"). DVC is a CLI like git and
+# our code never imports it, so it lives in .venv-dvc and .venv/bin/dvc links to it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+DVC_SPEC='dvc[s3]==3.67.1'
+
+need_java() {
+  if ! command -v java >/dev/null 2>&1; then
+    echo "[setup] Java not found (pycocoevalcap needs it); installing default-jre-headless" >&2
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null
+    else
+      echo "[setup] please install a Java runtime (e.g. apt-get install default-jre-headless)" >&2; exit 1
+    fi
+  fi
+}
+
+stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+fi
+want=$(stamp_of pyproject.toml scripts/setup.sh)
+if [ "$(cat .venv/.spotdiff-stamp 2>/dev/null)" != "$want" ]; then
+  echo "[setup] installing spotdiff into .venv (first run: a few minutes, torch is ~3.5 GB)" >&2
+  .venv/bin/pip install -q -e '.[dev]'
+  # The DRR renderer only: see the comment at the diffdrr deps in pyproject.toml.
+  .venv/bin/pip install -q --no-deps 'diffdrr==0.6.1'
+  echo "$want" > .venv/.spotdiff-stamp
+fi
+
+if [ "$(cat .venv-dvc/.spotdiff-stamp 2>/dev/null)" != "$DVC_SPEC" ]; then
+  echo "[setup] installing DVC into its own tool venv .venv-dvc" >&2
+  [ -x .venv-dvc/bin/python ] || "$PY" -m venv .venv-dvc
+  .venv-dvc/bin/pip install -q "$DVC_SPEC"
+  echo "$DVC_SPEC" > .venv-dvc/.spotdiff-stamp
+fi
+ln -sf ../../.venv-dvc/bin/dvc .venv/bin/dvc
+
+need_java

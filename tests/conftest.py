@@ -1,0 +1,3 @@
+"""Shared fixtures. Telemetry off for every test process (the same defaults as the CLI)."""
+
+import pipelines.env  # noqa: F401
