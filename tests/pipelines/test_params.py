@@ -1,0 +1,60 @@
+"""params.yaml layering: base sections, profile overlay, env overrides, explicit overrides, and a
+clear error for every way the file can be wrong. `python -m pytest tests/pipelines/test_params.py`"""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.params import ParamsError, flatten, load_params
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path, text):
+    p = tmp_path / "params.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_repo_params_load_for_every_profile():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for profile in raw["profiles"]:
+        params = load_params(REPO / "params.yaml", profile=profile)
+        assert params["profile"] == profile
+        assert "profiles" not in params
+
+
+def test_profile_overlay_env_and_overrides(tmp_path, monkeypatch):
+    p = write(tmp_path, "profile: default\ndata: {mimic_root: a, n: 1}\nsynth: {subjects: 400}\n"
+                        "profiles: {smoke: {synth: {subjects: 12}}, default: {}}\n")
+    assert load_params(p)["synth"]["subjects"] == 400
+    assert load_params(p, profile="smoke")["synth"]["subjects"] == 12
+    monkeypatch.setenv("SPOTDIFF_PROFILE", "smoke")
+    assert load_params(p)["synth"]["subjects"] == 12
+    monkeypatch.setenv("SPOTDIFF_MIMIC_ROOT", "/downloads/mimic")
+    assert load_params(p)["data"]["mimic_root"] == "/downloads/mimic"
+    assert load_params(p, overrides={"data": {"n": 5}})["data"]["n"] == 5
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("profile: default\nsynth: {a: 1}\nprofiles: {default: {synth: {b: 2}}}\n", "unknown key 'synth.b'"),
+        ("profile: nope\nprofiles: {default: {}}\n", "profile 'nope' not in profiles"),
+        ("profile: default\nsynth: [unclosed\n", "not valid YAML"),
+        ("- a list\n", "expected a mapping"),
+    ],
+)
+def test_bad_params_name_the_problem(tmp_path, text, message):
+    with pytest.raises(ParamsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_params(write(tmp_path, text))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "absent.yaml")
+
+
+def test_flatten():
+    assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
