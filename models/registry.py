@@ -1,0 +1,88 @@
+"""The MLflow model registry side of spotdiff: register a run's model as a new version of
+`spotdiff-real` with alias `candidate`, and move alias `champion` by the promotion rule.
+
+MLflow 3 has aliases, not stages. Everything the rule needs is a tag on the model version
+(`val.<metric>`, `test.<metric>`, `data_version`, `git_commit`), so a decision can be re-derived
+from the registry alone, and the decision itself is written back as tags on the version.
+
+Consistency under interruption: the only state change that matters is the `champion` alias, set
+in one registry call *after* the decision tags say `pending`; re-running `promote` sees the same
+inputs, reaches the same decision and overwrites the tags, so a half-finished promotion is
+completed, never duplicated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from models.promotion import Decision, PromotionRule, decide
+
+MODEL_NAME = "spotdiff-real"
+CANDIDATE, CHAMPION = "candidate", "champion"
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    name: str
+    candidate_version: str
+    champion_before: str | None
+    champion_after: str | None
+    decision: Decision
+
+
+def _metrics_from_tags(tags: dict[str, str], prefix: str = "val.") -> dict[str, float]:
+    return {k[len(prefix):]: float(v) for k, v in tags.items() if k.startswith(prefix)}
+
+
+def tag_version(client: MlflowClient, name: str, version: str, *, val_metrics: dict[str, float],
+                test_metrics: dict[str, float] | None = None, data_version: str = "", git_commit: str = "") -> None:
+    """Record what promotion and people need on the version, and make it the candidate."""
+    for k, v in val_metrics.items():
+        client.set_model_version_tag(name, version, f"val.{k}", f"{float(v):.6f}")
+    for k, v in (test_metrics or {}).items():
+        client.set_model_version_tag(name, version, f"test.{k}", f"{float(v):.6f}")
+    client.set_model_version_tag(name, version, "data_version", data_version)
+    client.set_model_version_tag(name, version, "git_commit", git_commit)
+    client.set_registered_model_alias(name, CANDIDATE, version)
+
+
+def _version_by_alias(client: MlflowClient, name: str, alias: str):
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def promote(client: MlflowClient, rule: PromotionRule, name: str = MODEL_NAME) -> PromotionResult:
+    """Move `champion` to the `candidate` version iff the rule says so. Idempotent."""
+    candidate = _version_by_alias(client, name, CANDIDATE)
+    if candidate is None:
+        raise LookupError(f"registered model {name!r} has no {CANDIDATE!r} version to promote")
+    champion = _version_by_alias(client, name, CHAMPION)
+    cand_metrics = _metrics_from_tags(candidate.tags)
+    champ_metrics = _metrics_from_tags(champion.tags) if champion is not None else None
+    # Versions come back as int or str depending on the store: compare and record them as str.
+    cand_v = str(candidate.version)
+    before = str(champion.version) if champion is not None else None
+    same = before == cand_v
+    try:
+        decision = decide(rule, cand_metrics, champ_metrics, same_version=same)
+    except ValueError as e:
+        client.set_model_version_tag(name, cand_v, "promotion.decision", "refused")
+        client.set_model_version_tag(name, cand_v, "promotion.reason", str(e))
+        raise
+    if decision.promote:
+        client.set_model_version_tag(name, cand_v, "promotion.decision", "pending")
+        client.set_registered_model_alias(name, CHAMPION, cand_v)
+    if decision.code != "already_champion":
+        client.set_model_version_tag(name, cand_v, "promotion.decision",
+                                     "promoted" if decision.promote else "kept_champion")
+        client.set_model_version_tag(name, cand_v, "promotion.code", decision.code)
+        client.set_model_version_tag(name, cand_v, "promotion.reason", decision.reason)
+        client.set_model_version_tag(name, cand_v, "promotion.rule",
+                                     f"{rule.metric} > champion + {rule.margin}; ties by {rule.tie_breaker}")
+        client.set_model_version_tag(name, cand_v, "promotion.champion_before", before or "")
+    after = cand_v if decision.promote else before
+    return PromotionResult(name, cand_v, before, after, decision)
