@@ -1,0 +1,242 @@
+"""The input pipeline: stream residual shards (assets/shards.py), join each pair's questions from
+pairs.parquet, and batch by *pair*: a batch holds `pairs_per_batch` pairs with all their
+questions, so the image encoders run once per pair however many questions it has
+(benchmarks/pair_grouping.py measures the saving).
+
+Distribution is shard-level: rank r of W reads shards r, r+W, ... (no worker reads another's
+bytes). When there are fewer shards than workers it falls back to pair-level striding, so tiny
+datasets still feed every worker. DDP needs every rank to take the same number of steps, so
+`steps_per_epoch` is agreed up front from per-rank pair counts (read from one parquet column)."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from assets.shards import decode_image, read_manifest
+from models.augment import AugmentConfig, augment_pair
+
+# residual kind -> the reference column the model sees (the residual is main minus that image).
+REF_COLUMN = {"naive": "ref", "registered": "ref_registered"}
+
+
+@dataclass(frozen=True)
+class QA:
+    question: str
+    answer: str
+    question_type: str
+
+
+@dataclass(frozen=True)
+class PairSample:
+    """One pair with every question asked about it. Images (1, S, S) float."""
+
+    pair_id: str
+    main: torch.Tensor
+    ref: torch.Tensor
+    residual: torch.Tensor
+    qas: tuple[QA, ...]
+
+
+@dataclass
+class PairBatch:
+    """P pairs, Q >= P questions; pair_index[q] says which pair question q is about."""
+
+    pair_ids: list[str]
+    main: torch.Tensor           # (P, 1, S, S)
+    ref: torch.Tensor            # (P, 1, S, S)
+    residual: torch.Tensor       # (P, 1, S, S)
+    pair_index: torch.Tensor     # (Q,) long
+    question_ids: torch.Tensor   # (Q, Lq) long, right-padded
+    question_mask: torch.Tensor  # (Q, Lq) long
+    answer_ids: torch.Tensor     # (Q, La) long, right-padded
+    answer_mask: torch.Tensor    # (Q, La) long
+    questions: list[str]
+    answers: list[str]
+
+    def to(self, device: torch.device | str) -> "PairBatch":
+        moved = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                 for k, v in self.__dict__.items()}
+        return PairBatch(**moved)
+
+    @property
+    def n_questions(self) -> int:
+        return int(self.pair_index.numel())
+
+
+def load_questions(pairs_parquet: str | Path, split: str,
+                   question_types: Sequence[str] | None = None) -> dict[str, tuple[QA, ...]]:
+    """pair_id -> its questions, in file order. question_types None or ["all"] keeps every type."""
+    table = pq.read_table(pairs_parquet, columns=["pair_id", "question", "answer",
+                                                   "question_type", "split"])
+    keep_all = not question_types or "all" in question_types
+    grouped: dict[str, list[QA]] = defaultdict(list)
+    for row in table.to_pylist():
+        if row["split"] != split or (not keep_all and row["question_type"] not in question_types):
+            continue
+        grouped[row["pair_id"]].append(QA(row["question"], row["answer"], row["question_type"]))
+    return {k: tuple(v) for k, v in grouped.items()}
+
+
+def shard_paths(root: str | Path) -> tuple[list[Path], int]:
+    """Shard files in manifest order, and the stored image side."""
+    manifest = read_manifest(root)
+    return [Path(root) / s["path"] for s in manifest["shards"]], int(manifest["image_size"])
+
+
+def assign(paths: list[Path], rank: int, world: int) -> tuple[list[Path], int, int]:
+    """(shards this rank reads, row stride, row offset). Shard-level when every rank gets one."""
+    if len(paths) >= world:
+        return paths[rank::world], 1, 0
+    return paths, world, rank
+
+
+def count_pairs(paths: Sequence[Path], split: str, questions: dict, stride: int = 1,
+                offset: int = 0) -> int:
+    """Pairs this rank will yield in an epoch, reading only two columns."""
+    n = 0
+    for path in paths:
+        cols = pq.read_table(path, columns=["pair_id", "split"]).to_pydict()
+        for i, (pid, sp) in enumerate(zip(cols["pair_id"], cols["split"])):
+            if sp == split and pid in questions and (i % stride) == offset:
+                n += 1
+    return n
+
+
+class PairStream(torch.utils.data.IterableDataset):
+    """Yields PairSample for one split. Training (augment=True) shuffles shard order and pairs
+    within a buffer, seeded by (seed, epoch, rank), so a run is reproducible; `set_epoch` before
+    each epoch, as with DistributedSampler."""
+
+    def __init__(self, root: str | Path, split: str, questions: dict[str, tuple[QA, ...]],
+                 residual_kind: str, aug: AugmentConfig, augment: bool, seed: int = 0,
+                 rank: int = 0, world: int = 1, shuffle_buffer: int = 64,
+                 max_pairs: int | None = None):
+        if residual_kind not in REF_COLUMN:
+            raise ValueError(f"residual_kind must be one of {sorted(REF_COLUMN)}, got {residual_kind!r}")
+        all_paths, self.image_size = shard_paths(root)
+        self.paths, self.stride, self.offset = assign(all_paths, rank, world)
+        self.split, self.questions, self.ref_column = split, questions, REF_COLUMN[residual_kind]
+        self.aug, self.augment, self.seed, self.rank = aug, augment, seed, rank
+        self.shuffle_buffer, self.max_pairs, self.epoch = shuffle_buffer, max_pairs, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = count_pairs(self.paths, self.split, self.questions, self.stride, self.offset)
+        return n if self.max_pairs is None else min(n, self.max_pairs)
+
+    def _rows(self, rng: random.Random) -> Iterator[dict]:
+        paths = list(self.paths)
+        if self.augment:
+            rng.shuffle(paths)
+        columns = ["pair_id", "split", "main", self.ref_column]
+        for path in paths:
+            pf = pq.ParquetFile(path)
+            index = 0
+            for rg in range(pf.num_row_groups):
+                for row in pf.read_row_group(rg, columns=columns).to_pylist():
+                    mine = index % self.stride == self.offset
+                    index += 1
+                    if mine and row["split"] == self.split and row["pair_id"] in self.questions:
+                        yield row
+
+    def _shuffled(self, rows: Iterator[dict], rng: random.Random) -> Iterator[dict]:
+        if not self.augment or self.shuffle_buffer <= 1:
+            yield from rows
+            return
+        buf: list[dict] = []
+        for row in rows:
+            buf.append(row)
+            if len(buf) >= self.shuffle_buffer:
+                yield buf.pop(rng.randrange(len(buf)))
+        rng.shuffle(buf)
+        yield from buf
+
+    def __iter__(self) -> Iterator[PairSample]:
+        key = (self.seed * 1_000_003 + self.epoch) * 1_009 + self.rank
+        rng = random.Random(key)
+        gen = torch.Generator().manual_seed(key) if self.augment else None
+        for n, row in enumerate(self._shuffled(self._rows(rng), rng)):
+            if self.max_pairs is not None and n >= self.max_pairs:
+                return
+            main = torch.from_numpy(decode_image(row["main"], self.image_size))[None]
+            ref = torch.from_numpy(decode_image(row[self.ref_column], self.image_size))[None]
+            main, ref, residual = augment_pair(main, ref, self.aug, gen)
+            yield PairSample(row["pair_id"], main, ref, residual, self.questions[row["pair_id"]])
+
+
+def _pad(seqs: list[list[int]], pad_id: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(1, min(max_len, max(len(s) for s in seqs)))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        s = s[:width]
+        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, :len(s)] = 1
+    return ids, mask
+
+
+def make_collate(encode: Callable[[str], list[int]], pad_id: int, max_question_len: int,
+                 max_answer_len: int) -> Callable[[list[PairSample]], PairBatch]:
+    """encode: text -> token ids without special tokens (the model adds BOS/EOS itself)."""
+
+    def collate(samples: list[PairSample]) -> PairBatch:
+        pair_index, questions, answers = [], [], []
+        for p, s in enumerate(samples):
+            for qa in s.qas:
+                pair_index.append(p)
+                questions.append(qa.question)
+                answers.append(qa.answer)
+        q_ids, q_mask = _pad([encode(q) for q in questions], pad_id, max_question_len)
+        a_ids, a_mask = _pad([encode(a) for a in answers], pad_id, max_answer_len)
+        return PairBatch(
+            pair_ids=[s.pair_id for s in samples],
+            main=torch.stack([s.main for s in samples]),
+            ref=torch.stack([s.ref for s in samples]),
+            residual=torch.stack([s.residual for s in samples]),
+            pair_index=torch.tensor(pair_index, dtype=torch.long),
+            question_ids=q_ids, question_mask=q_mask, answer_ids=a_ids, answer_mask=a_mask,
+            questions=questions, answers=answers,
+        )
+
+    return collate
+
+
+def batches(stream: PairStream, collate: Callable[[list[PairSample]], PairBatch],
+            pairs_per_batch: int, max_batches: int | None = None) -> Iterator[PairBatch]:
+    """Group the stream into batches of whole pairs; stop after max_batches (the DDP-agreed
+    step count) so every rank takes the same number of steps."""
+    buf: list[PairSample] = []
+    made = 0
+    for sample in stream:
+        if max_batches is not None and made >= max_batches:
+            return
+        buf.append(sample)
+        if len(buf) == pairs_per_batch:
+            yield collate(buf)
+            made += 1
+            buf = []
+    if buf and (max_batches is None or made < max_batches):
+        yield collate(buf)
+
+
+def steps_per_epoch(n_pairs: int, pairs_per_batch: int) -> int:
+    return -(-n_pairs // pairs_per_batch) if n_pairs else 0
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Same seed, same run: Python, NumPy and torch RNGs; deterministic kernels on request."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
