@@ -117,3 +117,51 @@ def iter_pairs(root: str | Path, splits: set[str] | None = None, groups: set[str
         if groups is not None and shard["group"] not in groups:
             continue
         yield from iter_shard(Path(root) / shard["path"], manifest["image_size"], splits)
+
+
+# ---- writer (data preparation side) ----------------------------------------------------------
+# Kept beside the readers so schema and manifest can only change together.
+
+ROW_GROUP_ROWS = 64  # pairs per row group: bounds a reader's memory to ~64 pairs' images
+
+
+def group_dir(group: str) -> str:
+    """Hive-style folder per static partition, e.g. `group=p10`."""
+    return f"group={group}"
+
+
+class ShardWriter:
+    """Accumulates shard rows and writes a parquet shard each time `max_bytes` of payload is
+    reached. Each shard is written atomically through `storage` (temp name, then rename)."""
+
+    def __init__(self, storage, group: str, image_size: int, max_bytes: int):
+        self.storage, self.group, self.image_size, self.max_bytes = storage, group, image_size, max_bytes
+        self.rows: list[dict] = []
+        self.bytes = 0
+        self.shards: list[dict] = []
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        self.bytes += sum(len(row[c]) for c in (*IMAGE_COLUMNS, *RESIDUAL_COLUMNS))
+        if self.bytes >= self.max_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        import hashlib
+        import io
+
+        table = pa.Table.from_pylist(self.rows, schema=SHARD_SCHEMA)
+        buf = io.BytesIO()
+        pq.write_table(table, buf, row_group_size=ROW_GROUP_ROWS, compression="zstd", write_statistics=False)
+        data = buf.getvalue()
+        rel = f"{group_dir(self.group)}/shard-{len(self.shards):05d}.parquet"
+        self.storage.write_bytes(data, rel)
+        self.shards.append({"path": rel, "rows": len(self.rows), "group": self.group,
+                            "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)})
+        self.rows, self.bytes = [], 0
+
+    def close(self) -> list[dict]:
+        self.flush()
+        return self.shards

@@ -1,0 +1,216 @@
+"""Residual images: for each main/reference pair, decode both JPEGs, preprocess them the same way,
+register the reference onto the main image, and write main, reference, registered reference and
+the naive and registered residuals as shards (the contract in assets/shards.py).
+
+One call handles one MIMIC group (p10..p19), the static partition a user can materialise alone.
+Pairs go through in batches: JPEG decoding in a thread pool (Pillow releases the GIL while
+decoding and resizing), registration as one batched torch optimisation per batch."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import polars as pl
+import torch
+from PIL import Image
+
+from assets import quarantine as q
+from assets.registration import RegistrationConfig, identity, register_affine
+from assets.shards import MANIFEST_NAME, ShardWriter, encode_image, encode_residual, group_dir
+from assets.storage import Storage, read_url
+
+GROUPS = tuple(f"p{n}" for n in range(10, 20))
+
+
+@dataclass(frozen=True)
+class ResidualConfig:
+    image_size: int = 256
+    register: bool = True
+    shard_max_mb: float = 256
+    workers: int = 2
+    batch_size: int = 32
+    # Intensity normalisation: stretch these percentiles of the image to 0..255, so exposure and
+    # contrast differences between two studies do not show up as residual.
+    low_pct: float = 1.0
+    high_pct: float = 99.0
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+
+
+class ImageError(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def decode_resize(data: bytes, size: int) -> np.ndarray:
+    """JPEG bytes -> grayscale uint8 (h, w) with the long side = size, aspect kept. `draft` lets
+    libjpeg decode at 1/2, 1/4 or 1/8 scale in the DCT domain: a 2500 px MIMIC film needed at
+    256 px is decoded at ~312 px, not in full."""
+    img = Image.open(io.BytesIO(data))
+    img.draft("L", (size, size))
+    img = img.convert("L")
+    w, h = img.size
+    scale = size / max(w, h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    return np.asarray(img.resize((nw, nh), Image.BILINEAR))
+
+
+def normalise_pad(img: np.ndarray, size: int, low_pct: float, high_pct: float) -> np.ndarray:
+    """Percentile stretch to 0..255, then pad (centred, 0 = air) to size x size."""
+    lo, hi = np.percentile(img, [low_pct, high_pct])
+    x = (img.astype(np.float32) - lo) / max(hi - lo, 1.0)
+    x = np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+    out = np.zeros((size, size), np.uint8)
+    h, w = x.shape
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top:top + h, left:left + w] = x
+    return out
+
+
+def load_preprocessed(url: str, cfg: ResidualConfig, options: dict | None = None) -> np.ndarray:
+    try:
+        data = read_url(url, options)
+    except FileNotFoundError as e:
+        raise ImageError("missing_file", f"{url} does not exist") from e
+    try:
+        img = decode_resize(data, cfg.image_size)
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... for bad files
+        raise ImageError("corrupt_image", f"{url} is not a decodable JPEG ({type(e).__name__}: {e})") from e
+    return normalise_pad(img, cfg.image_size, cfg.low_pct, cfg.high_pct)
+
+
+def unique_pairs(pairs: pl.DataFrame) -> pl.DataFrame:
+    """One row per pair (a pair can carry several questions); `_row` keeps the line of its first
+    question row in pairs.parquet for the quarantine."""
+    return (pairs.with_row_index("_pairs_row", offset=1)
+            .sort("pair_id", "_pairs_row")
+            .unique("pair_id", keep="first", maintain_order=True)
+            .select("pair_id", "subject_id", "main_study_id", "ref_study_id", "split", "group",
+                    "main_path", "ref_path", "_pairs_row"))
+
+
+def inputs_hash(pairs: pl.DataFrame, cfg: ResidualConfig) -> str:
+    """What a group's shards depend on: its pairs (ids, paths, splits) and the config."""
+    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True, default=list).encode())
+    for row in pairs.select("pair_id", "main_path", "ref_path", "split").iter_rows():
+        h.update("|".join(map(str, row)).encode())
+    return h.hexdigest()
+
+
+@dataclass
+class GroupResult:
+    group: str
+    manifest: dict
+    quarantine: pl.DataFrame
+    skipped: bool
+    previews: list[dict]  # a few decoded pairs for pictures: main, ref, ref_registered, residuals
+
+
+def _process_batch(batch: list[dict], cfg: ResidualConfig, pool: ThreadPoolExecutor, options):
+    def load(row):
+        try:
+            return load_preprocessed(row["main_path"], cfg, options), load_preprocessed(row["ref_path"], cfg, options)
+        except ImageError as e:
+            return e
+    loaded = list(pool.map(load, batch))
+    good = [(r, x) for r, x in zip(batch, loaded) if not isinstance(x, ImageError)]
+    bad = [(r, x) for r, x in zip(batch, loaded) if isinstance(x, ImageError)]
+    if not good:
+        return [], bad
+    main = torch.from_numpy(np.stack([m for _, (m, _) in good])).float().div_(255.0).unsqueeze(1)
+    ref = torch.from_numpy(np.stack([r for _, (_, r) in good])).float().div_(255.0).unsqueeze(1)
+    if cfg.register:
+        theta, warped = register_affine(main, ref, cfg.registration)
+    else:
+        theta, warped = identity(len(good)), ref
+    ref_reg = (warped.squeeze(1).clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
+    out = []
+    for i, (row, (m, r)) in enumerate(good):
+        naive = (m.astype(np.float32) - r.astype(np.float32)) / 255.0
+        registered = (m.astype(np.float32) - ref_reg[i].astype(np.float32)) / 255.0
+        out.append({
+            "pair_id": row["pair_id"], "subject_id": row["subject_id"], "main_study_id": row["main_study_id"],
+            "ref_study_id": row["ref_study_id"], "split": row["split"], "group": row["group"],
+            "main": m, "ref": r, "ref_registered": ref_reg[i], "naive_residual": naive,
+            "registered_residual": registered, "affine": theta[i].flatten().tolist(),
+        })
+    return out, bad
+
+
+def materialize_group(pairs: pl.DataFrame, group: str, out: Storage, cfg: ResidualConfig,
+                      pairs_source: str = "pairs.parquet", options: dict | None = None,
+                      progress: Callable[[int], None] | None = None, n_previews: int = 4) -> GroupResult:
+    """Write one group's shards + group manifest + group quarantine under `out`, atomically per
+    file; skip the work when the group's inputs hash matches what is already written."""
+    todo = unique_pairs(pairs.filter(pl.col("group") == group))
+    digest = inputs_hash(todo, cfg)
+    mpath = f"{group_dir(group)}/{MANIFEST_NAME}"
+    if out.exists(mpath):
+        old = out.read_json(mpath)
+        if old.get("inputs_hash") == digest and all(out.exists(s["path"]) for s in old["shards"]):
+            if progress:
+                progress(todo.height)
+            qpath = f"{group_dir(group)}/quarantine.parquet"
+            return GroupResult(group, old, out.read_parquet(qpath) if out.exists(qpath) else q.empty(), True, [])
+    for stale in out.list_files(group_dir(group)):
+        out.remove(stale)
+    writer = ShardWriter(out, group, cfg.image_size, int(cfg.shard_max_mb * 2**20))
+    qparts, previews = [], []
+    rows = todo.to_dicts()
+    with ThreadPoolExecutor(max(1, cfg.workers)) as pool:
+        for start in range(0, len(rows), cfg.batch_size):
+            batch = rows[start:start + cfg.batch_size]
+            done, bad = _process_batch(batch, cfg, pool, options)
+            for rec in done:
+                if len(previews) < n_previews:
+                    previews.append(rec)
+                writer.add({**rec, **{c: encode_image(rec[c]) for c in ("main", "ref", "ref_registered")},
+                            **{c: encode_residual(rec[c]) for c in ("naive_residual", "registered_residual")}})
+            for row, err in bad:
+                frame = pl.DataFrame([{**{k: v for k, v in row.items() if k != "_pairs_row"},
+                                       q.SOURCE_COL: pairs_source, q.ROW_COL: row["_pairs_row"]}])
+                qparts.append(q.rows(frame, "residual_images", err.reason, err.detail))
+            if progress:
+                progress(len(batch))
+    shards = writer.close()
+    quarantined = pl.concat(qparts) if qparts else q.empty()
+    rows_out = sum(s["rows"] for s in shards)
+    assert todo.height == rows_out + quarantined.height, "residual_images: pairs lost"
+    out.write_parquet(quarantined, group_dir(group), "quarantine.parquet")
+    manifest = {"group": group, "image_size": cfg.image_size, "inputs_hash": digest, "shards": shards,
+                "rows_in": todo.height, "rows_out": rows_out, "rows_quarantined": quarantined.height,
+                "config": asdict(cfg)}
+    out.write_json(manifest, mpath)
+    return GroupResult(group, manifest, quarantined, False, previews)
+
+
+def write_root_manifest(out: Storage, image_size: int) -> dict:
+    """The manifest training reads (assets.shards.read_manifest): every group's shards, rebuilt
+    from the group manifests on disk so groups materialised in separate runs all appear."""
+    shards, groups = [], {}
+    for g in GROUPS:
+        path = f"{group_dir(g)}/{MANIFEST_NAME}"
+        if not out.exists(path):
+            continue
+        m = out.read_json(path)
+        if m["image_size"] != image_size:
+            continue  # written under another image_size: not part of this dataset
+        shards += m["shards"]
+        groups[g] = {k: m[k] for k in ("rows_in", "rows_out", "rows_quarantined", "inputs_hash")}
+    manifest = {"image_size": image_size, "shards": shards, "groups": groups}
+    out.write_json(manifest, MANIFEST_NAME)
+    return manifest
+
+
+def pair_residual_stats(rec) -> dict:
+    """Per-pair numbers the validation checks: finite, in [-1, 1], residual energy."""
+    n, r = rec.naive_residual, rec.registered_residual
+    return {"pair_id": rec.pair_id, "finite": bool(np.isfinite(n).all() and np.isfinite(r).all()),
+            "min": float(min(n.min(), r.min())), "max": float(max(n.max(), r.max())),
+            "naive_energy": float((n ** 2).mean()), "registered_energy": float((r ** 2).mean())}
