@@ -1,7 +1,138 @@
-"""Placeholder: filled in by its issue."""
+"""`spotdiff ingest`, `spotdiff pairs`, `spotdiff residuals`: the data steps from the command line
+(and from the DVC stages in dvc.yaml). Thin adapters over assets.prepare; the Dagster assets in
+pipelines/defs/data.py call the same functions.
+
+    spotdiff ingest  [--mimic-root DIR] [--diffvqa-root DIR] [--out DIR] [--profile smoke]
+    spotdiff pairs   [--mimic-root DIR] [--diffvqa-root DIR] [--out DIR] [--from-ingest]
+    spotdiff residuals [--prepared DIR] [--out DIR] [--group p10 ...]
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
 
 import typer
 
+from pipelines.commands.common import UserError, err_console, params_for, user_errors
+
+ProfileOpt = typer.Option(None, "--profile", help="params.yaml profile (smoke | default)")
+
+
+def _params(profile, mimic_root=None, diffvqa_root=None, out=None) -> dict:
+    data = {k: v for k, v in (("mimic_root", mimic_root), ("diffvqa_root", diffvqa_root),
+                              ("prepared_root", out)) if v}
+    return params_for(profile, {"data": data} if data else None)
+
+
+def _report(name: str, counts: dict) -> None:
+    extra = "".join(f", {k} {v}" for k, v in counts.items() if k not in ("rows_in", "rows_out", "rows_quarantined"))
+    err_console.print(f"{name}: {counts['rows_in']} in = {counts['rows_out']} out + "
+                      f"{counts['rows_quarantined']} quarantined{extra}")
+
+
+def _ingest(p: dict):
+    from rich.progress import Progress
+
+    from assets import prepare
+    from assets.ingest import SchemaError
+    from pipelines.resources import storage_for
+
+    d = p["data"]
+    prepared = storage_for(d["prepared_root"])
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("ingest", total=2)
+        try:
+            _, c1 = prepare.run_ingest_images(storage_for(d["mimic_root"]), prepared, bool(d["check_files"]))
+            bar.advance(task)
+            _, c2 = prepare.run_ingest_questions(storage_for(d["diffvqa_root"]), prepared, p["pairs"]["question_types"])
+            bar.advance(task)
+        except SchemaError as e:
+            raise UserError(str(e)) from e
+    _report("mimic_images", c1)
+    _report("diffvqa_questions", c2)
+
+
+def _pairs(p: dict):
+    from assets import prepare
+    from pipelines.resources import storage_for
+
+    d = p["data"]
+    prepared = storage_for(d["prepared_root"])
+    for f in (prepare.IMAGES, prepare.QUESTIONS):
+        if not prepared.exists(f):
+            raise UserError(f"{prepared.url(f)}: not found; run `spotdiff ingest` first or drop --from-ingest")
+    _, c = prepare.run_pairs(prepared, storage_for(d["diffvqa_root"]), bool(p["pairs"]["resplit_by_subject"]))
+    _report("study_pairs", c)
+    table, _ = prepare.collect_quarantine(prepared)
+    err_console.print(f"wrote {prepared.url(prepare.PAIRS)} and {prepared.url(prepare.QUARANTINE)} ({table.height} quarantined rows)")
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command()
+    def ingest(
+        mimic_root: Optional[str] = typer.Option(None, help="MIMIC-CXR-JPG v2.0.0 root (default: params data.mimic_root)"),
+        diffvqa_root: Optional[str] = typer.Option(None, help="Medical-Diff-VQA folder (default: params data.diffvqa_root)"),
+        out: Optional[str] = typer.Option(None, help="prepared root (default: params data.prepared_root)"),
+        profile: Optional[str] = ProfileOpt,
+    ) -> None:
+        """Ingest the MIMIC tables and the Diff-VQA questions: images.parquet, questions.parquet."""
+        import pipelines.env  # noqa: F401
+
+        with user_errors():
+            _ingest(_params(profile, mimic_root, diffvqa_root, out))
+
+    @app.command()
+    def pairs(
+        mimic_root: Optional[str] = typer.Option(None, help="MIMIC-CXR-JPG v2.0.0 root"),
+        diffvqa_root: Optional[str] = typer.Option(None, help="Medical-Diff-VQA folder"),
+        out: Optional[str] = typer.Option(None, help="prepared root: pairs.parquet + quarantine.parquet land here"),
+        from_ingest: bool = typer.Option(False, "--from-ingest", help="reuse images/questions.parquet already in --out"),
+        profile: Optional[str] = ProfileOpt,
+    ) -> None:
+        """Main/reference pairs, one row per question: pairs.parquet and quarantine.parquet."""
+        import pipelines.env  # noqa: F401
+
+        with user_errors():
+            p = _params(profile, mimic_root, diffvqa_root, out)
+            if not from_ingest:
+                _ingest(p)
+            _pairs(p)
+
+    @app.command()
+    def residuals(
+        prepared: Optional[str] = typer.Option(None, help="folder with pairs.parquet (default: params data.prepared_root)"),
+        out: Optional[str] = typer.Option(None, help="residuals root (default: params data.residuals_root)"),
+        group: Optional[List[str]] = typer.Option(None, "--group", help="MIMIC group(s) p10..p19 (default: all)"),
+        profile: Optional[str] = ProfileOpt,
+    ) -> None:
+        """Preprocess, register and subtract every pair; write residual shards + manifest."""
+        import pipelines.env  # noqa: F401
+
+        with user_errors():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            from assets import prepare
+            from assets.residuals import GROUPS
+            from pipelines.resources import residual_config, storage_for
+
+            p = params_for(profile)
+            pre = storage_for(prepared or p["data"]["prepared_root"])
+            dest = storage_for(out or p["data"]["residuals_root"])
+            groups = list(group) if group else list(GROUPS)
+            bad = [g for g in groups if g not in GROUPS]
+            if bad:
+                raise UserError(f"--group {bad[0]!r}: not one of {', '.join(GROUPS)}")
+            if not pre.exists(prepare.PAIRS):
+                raise UserError(f"{pre.url(prepare.PAIRS)}: not found; run `spotdiff pairs` first")
+            total = prepare.count_pairs(pre, groups)
+            cols = (TextColumn("residuals"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+            with Progress(*cols, console=err_console) as bar:
+                task = bar.add_task("residuals", total=total)
+                results, manifest = prepare.run_residuals(pre, dest, residual_config(p), groups, dest.options,
+                                                          progress=lambda n: bar.advance(task, n))
+            for r in results:
+                m = r.manifest
+                if m["rows_in"]:
+                    err_console.print(f"{r.group}: {m['rows_in']} pairs = {m['rows_out']} written + "
+                                      f"{m['rows_quarantined']} quarantined{' (up to date)' if r.skipped else ''}")
+            err_console.print(f"wrote {dest.url('manifest.json')}: {len(manifest['shards'])} shards")

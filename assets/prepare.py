@@ -1,0 +1,76 @@
+"""The data steps as whole units of work over storage roots: what the `spotdiff ingest|pairs|
+residuals` commands, the DVC stages and the Dagster assets all call, so the three entry points
+write the same files.
+
+Layout of the prepared root (the output contract, docs/data.md):
+    images.parquet  questions.parquet  pairs.parquet  quarantine.parquet
+    quarantine/{asset}.parquet + quarantine/{asset}.counts.json   (one part per asset)
+and of the residuals root: group=p1X/{shard-*.parquet, manifest.json, quarantine.parquet} and
+manifest.json over all groups."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import polars as pl
+
+from assets import quarantine as q
+from assets.ingest import ingest_images, ingest_questions
+from assets.pairs import build_pairs, read_mimic_all
+from assets.residuals import GroupResult, ResidualConfig, materialize_group, write_root_manifest
+from assets.storage import Storage
+
+IMAGES, QUESTIONS, PAIRS, QUARANTINE = "images.parquet", "questions.parquet", "pairs.parquet", "quarantine.parquet"
+TABLE_ASSETS = ("mimic_images", "diffvqa_questions", "study_pairs")
+
+
+def _write_part(prepared: Storage, asset: str, quarantined: pl.DataFrame, counts: dict) -> None:
+    prepared.write_parquet(quarantined, "quarantine", f"{asset}.parquet")
+    prepared.write_json(counts, "quarantine", f"{asset}.counts.json")
+
+
+def run_ingest_images(mimic: Storage, prepared: Storage, check_files: bool = True) -> tuple[pl.DataFrame, dict]:
+    res = ingest_images(mimic, check_files=check_files)
+    prepared.write_parquet(res.table, IMAGES)
+    _write_part(prepared, "mimic_images", res.quarantine, res.counts)
+    return res.table, res.counts
+
+
+def run_ingest_questions(diffvqa: Storage, prepared: Storage, question_types) -> tuple[pl.DataFrame, dict]:
+    res = ingest_questions(diffvqa, question_types)
+    prepared.write_parquet(res.table, QUESTIONS)
+    _write_part(prepared, "diffvqa_questions", res.quarantine, res.counts)
+    return res.table, res.counts
+
+
+def run_pairs(prepared: Storage, diffvqa: Storage, resplit_by_subject: bool = False) -> tuple[pl.DataFrame, dict]:
+    res = build_pairs(prepared.read_parquet(QUESTIONS), prepared.read_parquet(IMAGES),
+                      read_mimic_all(diffvqa), resplit_by_subject)
+    prepared.write_parquet(res.table, PAIRS)
+    _write_part(prepared, "study_pairs", res.quarantine, res.counts)
+    return res.table, res.counts
+
+
+def collect_quarantine(prepared: Storage) -> tuple[pl.DataFrame, dict[str, dict]]:
+    """quarantine.parquet: every table asset's dropped rows, in asset order, plus their counts."""
+    parts, counts = [], {}
+    for asset in TABLE_ASSETS:
+        if prepared.exists("quarantine", f"{asset}.parquet"):
+            parts.append(prepared.read_parquet("quarantine", f"{asset}.parquet"))
+            counts[asset] = prepared.read_json("quarantine", f"{asset}.counts.json")
+    table = pl.concat(parts) if parts else q.empty()
+    prepared.write_parquet(table, QUARANTINE)
+    return table, counts
+
+
+def run_residuals(prepared: Storage, out: Storage, cfg: ResidualConfig, groups: list[str],
+                  options: dict | None = None, progress: Callable[[int], None] | None = None) -> tuple[list[GroupResult], dict]:
+    pairs = prepared.read_parquet(PAIRS)
+    results = [materialize_group(pairs, g, out, cfg, pairs_source=prepared.url(PAIRS), options=options,
+                                 progress=progress) for g in groups]
+    return results, write_root_manifest(out, cfg.image_size)
+
+
+def count_pairs(prepared: Storage, groups: list[str]) -> int:
+    return prepared.scan_parquet(PAIRS).filter(pl.col("group").is_in(groups)).select(
+        pl.col("pair_id").n_unique()).collect().item()
