@@ -1,0 +1,141 @@
+"""MLflow for a training run. The driver opens the run (so its id and unique name exist before
+any worker starts, and a restarted worker re-attaches to the same run), rank 0 logs the step
+and epoch metrics plus system metrics, and the driver closes it with the test scores and the
+artifacts: config, tokenizer, checkpoint, loss-curve PNG, a table of sample predictions.
+
+Kept out of models/train_loop.py, which only sees the `Tracker` protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+
+TRAIN_CURVES = ("train/loss", "train/l_gen", "train/l_con")
+
+
+def git_commit(cwd: str | Path = ".") -> str:
+    """HEAD, with '-dirty' when tracked files differ: a run must say which code made it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def data_version(*files: str | Path) -> str:
+    """sha256 over the residual manifest (which holds every shard's sha256) and pairs.parquet:
+    changes exactly when the training data does."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def open_run(uri: str, experiment: str, run_name: str, params: dict, tags: dict) -> str:
+    """Create the run on the driver; returns its id. Params are the flattened params.yaml."""
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.set_experiment(experiment)
+    client = MlflowClient(uri)
+    run = client.create_run(exp.experiment_id, run_name=run_name, tags=tags)
+    # MLflow caps a param value at 6000 characters; a long list is still one readable string.
+    items = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+    for i in range(0, len(items), 100):
+        client.log_batch(run.info.run_id, params=items[i:i + 100])
+    return run.info.run_id
+
+
+def find_run(uri: str, experiment: str, run_name: str) -> str | None:
+    """The run a re-launched `spotdiff train --run-name X` should continue, if any."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], f"attributes.run_name = '{run_name}'",
+                              max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+class MlflowTracker:
+    """The rank-0 tracker inside a Ray worker (or the plain loop). Attaches to the driver's run."""
+
+    def __init__(self, uri: str, run_id: str, system_metrics: bool = True):
+        mlflow.set_tracking_uri(uri)
+        self.run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if v is not None}
+        mlflow.log_metrics(clean, step=step, synchronous=True)
+
+    def log_records(self, records: list[dict], name: str) -> None:
+        if records:
+            mlflow.log_table({k: [r[k] for r in records] for k in records[0]}, artifact_file=name)
+
+    def close(self, status: str = "FINISHED") -> None:
+        mlflow.end_run(status=status)
+
+
+def plot_loss_curve(client: MlflowClient, run_id: str, path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in TRAIN_CURVES + ("val_loss",):
+        hist = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+        # a resumed run re-logs the steps of the failed epoch: keep the last value per step
+        by_step = {m.step: m.value for m in hist}
+        if by_step:
+            ax.plot(list(by_step), list(by_step.values()), label=key,
+                    marker="o" if key == "val_loss" else None)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title(f"run {run_id[:8]}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def close_run(uri: str, run_id: str, *, test_metrics: dict[str, float], best_checkpoint: Path,
+              predictions: list[dict], metrics_json: Path | None, step: int,
+              log_model: bool, status: str = "FINISHED") -> None:
+    """Driver side, after fit: test scores (scored once), artifacts, optional MLflow model."""
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({f"test_{k}": float(v) for k, v in test_metrics.items()
+                            if isinstance(v, (int, float))}, step=step)
+        mlflow.log_artifacts(str(best_checkpoint), artifact_path="checkpoint")
+        mlflow.log_dict(json.loads((best_checkpoint / "config.json").read_text()),
+                        "config.json")
+        if metrics_json is not None:
+            mlflow.log_artifact(str(metrics_json))
+        if predictions:
+            mlflow.log_table({k: [r[k] for r in predictions] for k in predictions[0]},
+                             artifact_file="test_predictions.json")
+        with tempfile.TemporaryDirectory() as d:
+            mlflow.log_artifact(str(plot_loss_curve(client, run_id, Path(d) / "loss_curve.png")))
+        if log_model:
+            from mlflow import pytorch as mlflow_pytorch
+
+            from models.checkpoint import load_model_from
+
+            model, _, _ = load_model_from(best_checkpoint)
+            # 'pickle', not the traced 'pt2' format: forward takes PairFeatures, not tensors.
+            # Pickle runs code when loaded; the checkpoint/ artifact (safetensors) is the safe
+            # way back, this MLflow model is for the registry and `mlflow models` tooling.
+            mlflow_pytorch.log_model(pytorch_model=model, name="model", pip_requirements=[],
+                                     serialization_format="pickle")
+    client.set_terminated(run_id, status=status)
