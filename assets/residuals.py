@@ -214,3 +214,40 @@ def pair_residual_stats(rec) -> dict:
     return {"pair_id": rec.pair_id, "finite": bool(np.isfinite(n).all() and np.isfinite(r).all()),
             "min": float(min(n.min(), r.min())), "max": float(max(n.max(), r.max())),
             "naive_energy": float((n ** 2).mean()), "registered_energy": float((r ** 2).mean())}
+
+
+def read_group_back(out: Storage, group: str, n_previews: int = 4) -> tuple[pl.DataFrame, list]:
+    """Read a group's shards back as written: per-pair stats for validation, plus the first few
+    decoded pairs for the preview grid. Reading back (not trusting the in-memory arrays) is what
+    makes the check a check of the files training will stream."""
+    from assets.shards import iter_shard
+
+    mpath = f"{group_dir(group)}/{MANIFEST_NAME}"
+    manifest = out.read_json(mpath)
+    stats, previews = [], []
+    for shard in manifest["shards"]:
+        with out.fs.open(out.url(shard["path"]), "rb") as f:
+            for rec in iter_shard(f, manifest["image_size"]):
+                stats.append(pair_residual_stats(rec))
+                if len(previews) < n_previews:
+                    previews.append(rec)
+    schema = {"pair_id": pl.String, "finite": pl.Boolean, "min": pl.Float64, "max": pl.Float64,
+              "naive_energy": pl.Float64, "registered_energy": pl.Float64}
+    return pl.DataFrame(stats, schema=schema), previews
+
+
+def preview_grid(records: list, tile: int = 128) -> bytes:
+    """PNG: one row per pair, columns main | reference | naive residual | registered residual
+    (residuals mapped from [-1, 1] to grey, 0 = mid grey)."""
+    def u8(x, residual):
+        y = (x * 0.5 + 0.5) if residual else x
+        return Image.fromarray(np.clip(y * 255, 0, 255).astype(np.uint8)).resize((tile, tile), Image.BILINEAR)
+
+    grid = Image.new("L", (4 * tile, max(1, len(records)) * tile), 0)
+    for i, r in enumerate(records):
+        for j, (img, res) in enumerate(((r.main, False), (r.ref, False), (r.naive_residual, True),
+                                        (r.registered_residual, True))):
+            grid.paste(u8(img, res), (j * tile, i * tile))
+    buf = io.BytesIO()
+    grid.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()

@@ -46,10 +46,11 @@ class SpotdiffParams(dg.ConfigurableResource):
     diffvqa_root: Optional[str] = None
     prepared_root: Optional[str] = None
     residuals_root: Optional[str] = None
+    check_files: Optional[bool] = None
 
     def params(self) -> dict:
-        data = {k: getattr(self, k) for k in ("mimic_root", "diffvqa_root", "prepared_root", "residuals_root")
-                if getattr(self, k)}
+        data = {k: getattr(self, k) for k in ("mimic_root", "diffvqa_root", "prepared_root", "residuals_root",
+                                              "check_files") if getattr(self, k) is not None}
         return load_params(profile=self.profile, overrides={"data": data} if data else None)
 
     def storage(self, key: str) -> Storage:
@@ -59,10 +60,10 @@ class SpotdiffParams(dg.ConfigurableResource):
 class GreatExpectationsResource(dg.ConfigurableResource):
     """Runs a suite of assets.validation and turns its summary into an asset check result."""
 
-    def check(self, suite_fn, *args, asset: str, blocking_note: str = "") -> dg.AssetCheckResult:
+    def check(self, suite_fn, *args, asset: str, check_name: str | None = None) -> dg.AssetCheckResult:
         res = suite_fn(*args)
         return dg.AssetCheckResult(
-            passed=res.success, asset_key=asset,
-            metadata={"gx_summary": dg.MetadataValue.md(res.markdown() + blocking_note),
+            passed=res.success, asset_key=asset, check_name=check_name,
+            metadata={"gx_summary": dg.MetadataValue.md(res.markdown()),
                       "gx_statistics": dg.MetadataValue.json(res.statistics),
                       "failed_expectations": dg.MetadataValue.json(res.failures)})

@@ -1,5 +1,196 @@
-"""Placeholder: filled in by its issue."""
+"""Dagster assets of the data half: thin adapters over assets.prepare (the same functions the
+`spotdiff` CLI and the DVC stages call), with their asset checks.
+
+    mimic_images ─┐
+                  ├─ study_pairs ─┬─ quarantine
+    diffvqa_questions ┘           └─ residual_images (partitioned p10..p19)
+
+Each asset writes its own files under params data.prepared_root / data.residuals_root (no IO
+manager: the files are the contract training and DVC read) and reports row counts, schema, a
+preview, the quarantine accounting and a data version that is the content hash of its output.
+Blocking checks (GX suites) stop downstream assets from running on bad data."""
+
+# No `from __future__ import annotations`: Dagster inspects the context annotation at runtime.
+
+import base64
 
 import dagster as dg
+import polars as pl
 
-defs = dg.Definitions()
+from assets import prepare, validation
+from assets.quarantine import reason_counts
+from assets.residuals import GROUPS, preview_grid, read_group_back, write_root_manifest, materialize_group
+from assets.storage import frame_hash
+from pipelines.resources import GreatExpectationsResource, SpotdiffParams, residual_config, storage_for
+
+GROUP = "data"
+mimic_groups = dg.StaticPartitionsDefinition(list(GROUPS))
+
+
+def _preview_md(df: pl.DataFrame, n: int = 5, width: int = 40) -> str:
+    cols = [c for c in df.columns if not c.startswith("_")][:8]
+    rows = [[str(v)[:width] for v in r] for r in df.select(cols).head(n).iter_rows()]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _table_result(df: pl.DataFrame, counts: dict, path: str, quarantined: pl.DataFrame | None = None) -> dg.MaterializeResult:
+    schema = dg.TableSchema(columns=[dg.TableColumn(n, str(t)) for n, t in df.schema.items() if not n.startswith("_")])
+    meta = {
+        "dagster/row_count": df.height,
+        "dagster/column_schema": schema,
+        "path": dg.MetadataValue.path(path),
+        "preview": dg.MetadataValue.md(_preview_md(df)),
+        **{k: v for k, v in counts.items()},
+    }
+    if quarantined is not None:
+        meta["quarantine_reasons"] = dg.MetadataValue.json(reason_counts(quarantined))
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(frame_hash(df)))
+
+
+def _quarantine_part(params: SpotdiffParams, asset: str) -> pl.DataFrame:
+    return params.storage("prepared_root").read_parquet("quarantine", f"{asset}.parquet")
+
+
+@dg.asset(group_name=GROUP, kinds={"polars", "parquet"},
+          description="MIMIC-CXR-JPG metadata ⨝ split ⨝ chexpert (polars lazy scans): one row per image with its path.")
+def mimic_images(params: SpotdiffParams) -> dg.MaterializeResult:
+    d = params.params()["data"]
+    prepared = storage_for(d["prepared_root"])
+    table, counts = prepare.run_ingest_images(storage_for(d["mimic_root"]), prepared, bool(d["check_files"]))
+    return _table_result(table, counts, prepared.url(prepare.IMAGES), _quarantine_part(params, "mimic_images"))
+
+
+@dg.asset(group_name=GROUP, kinds={"polars", "parquet"},
+          description="mimic_pair_questions.csv normalised; the configured question types kept; stable question_id.")
+def diffvqa_questions(params: SpotdiffParams) -> dg.MaterializeResult:
+    p = params.params()
+    prepared = storage_for(p["data"]["prepared_root"])
+    table, counts = prepare.run_ingest_questions(storage_for(p["data"]["diffvqa_root"]), prepared,
+                                                 p["pairs"]["question_types"])
+    return _table_result(table, counts, prepared.url(prepare.QUESTIONS), _quarantine_part(params, "diffvqa_questions"))
+
+
+@dg.asset(group_name=GROUP, kinds={"polars", "parquet"}, deps=[mimic_images, diffvqa_questions],
+          description="One row per question with its main and reference study and the frontal image of each "
+                      "(rules: docs/data.md).")
+def study_pairs(params: SpotdiffParams) -> dg.MaterializeResult:
+    p = params.params()
+    prepared = storage_for(p["data"]["prepared_root"])
+    table, counts = prepare.run_pairs(prepared, storage_for(p["data"]["diffvqa_root"]), bool(p["pairs"]["resplit_by_subject"]))
+    counts["unique_pairs"] = table["pair_id"].n_unique()
+    return _table_result(table, counts, prepared.url(prepare.PAIRS), _quarantine_part(params, "study_pairs"))
+
+
+@dg.asset(group_name=GROUP, kinds={"parquet"}, deps=[mimic_images, diffvqa_questions, study_pairs],
+          description="Every row a table asset dropped: asset, source file, line, reason, detail, original columns.")
+def quarantine(params: SpotdiffParams) -> dg.MaterializeResult:
+    prepared = params.storage("prepared_root")
+    table, counts = prepare.collect_quarantine(prepared)
+    meta = {f"{a}.{k}": v for a, c in counts.items() for k, v in c.items()}
+    by_asset = (table.group_by("asset", "reason").len().sort("asset", "reason") if table.height
+                else pl.DataFrame(schema={"asset": pl.String, "reason": pl.String, "len": pl.UInt32}))
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": table.height, "path": dg.MetadataValue.path(prepared.url(prepare.QUARANTINE)),
+        "by_asset_and_reason": dg.MetadataValue.md(_preview_md(by_asset, n=100, width=80)),
+        "preview": dg.MetadataValue.md(_preview_md(table)), **meta,
+    }, data_version=dg.DataVersion(frame_hash(table)))
+
+
+@dg.asset(group_name=GROUP, kinds={"torch", "parquet"}, deps=[study_pairs], partitions_def=mimic_groups,
+          check_specs=[dg.AssetCheckSpec("residuals_finite_in_range", asset="residual_images", blocking=True,
+                                         description="GX: every residual finite and in [-1, 1], one row per pair")],
+          description="Per pair: preprocessed main/reference, registered reference, naive and registered residuals, "
+                      "as parquet shards + manifest, one MIMIC group (p10..p19) per partition.")
+def residual_images(context: dg.AssetExecutionContext, params: SpotdiffParams, gx: GreatExpectationsResource):
+    p = params.params()
+    group = context.partition_key
+    prepared, out = storage_for(p["data"]["prepared_root"]), storage_for(p["data"]["residuals_root"])
+    cfg = residual_config(p)
+    pairs = prepared.read_parquet(prepare.PAIRS)
+    res = materialize_group(pairs, group, out, cfg, pairs_source=prepared.url(prepare.PAIRS), options=out.options,
+                            progress=lambda n: None)
+    write_root_manifest(out, cfg.image_size)
+    stats, previews = read_group_back(out, group)
+    m = res.manifest
+    meta = {
+        "dagster/row_count": m["rows_out"], "rows_in": m["rows_in"], "rows_out": m["rows_out"],
+        "rows_quarantined": m["rows_quarantined"], "shards": len(m["shards"]), "up_to_date": res.skipped,
+        "quarantine_reasons": dg.MetadataValue.json(reason_counts(res.quarantine)),
+        "path": dg.MetadataValue.path(out.url(f"group={group}")), "image_size": cfg.image_size,
+    }
+    if stats.height:
+        meta["mean_naive_energy"] = float(stats["naive_energy"].mean())
+        meta["mean_registered_energy"] = float(stats["registered_energy"].mean())
+    if previews:
+        png = base64.b64encode(preview_grid(previews)).decode()
+        meta["preview"] = dg.MetadataValue.md(
+            "main | reference | naive residual | registered residual\n\n"
+            f"![residual grid {group}](data:image/png;base64,{png})")
+    version = "-".join(s["sha256"][:16] for s in m["shards"]) or "empty"
+    yield dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+    yield gx.check(validation.validate_residual_stats, stats, asset="residual_images",
+                   check_name="residuals_finite_in_range")
+
+
+# ---- checks ---------------------------------------------------------------------------------
+
+@dg.asset_check(asset=mimic_images, blocking=True,
+                description="GX: required columns and dtypes, well-formed unique IDs, split values, image file exists.")
+def mimic_images_valid(params: SpotdiffParams, gx: GreatExpectationsResource) -> dg.AssetCheckResult:
+    d = params.params()["data"]
+    images = storage_for(d["prepared_root"]).read_parquet(prepare.IMAGES)
+    return gx.check(validation.validate_images, images, storage_for(d["mimic_root"]).list_files("files"),
+                    asset="mimic_images")
+
+
+@dg.asset_check(asset=diffvqa_questions, blocking=True,
+                description="GX: unique question_id, split and type values, 100 % of difference answers parse.")
+def diffvqa_questions_valid(params: SpotdiffParams, gx: GreatExpectationsResource) -> dg.AssetCheckResult:
+    return gx.check(validation.validate_questions, params.storage("prepared_root").read_parquet(prepare.QUESTIONS),
+                    asset="diffvqa_questions")
+
+
+@dg.asset_check(asset=study_pairs, blocking=True,
+                description="GX: reference earlier than main, same subject, frontal images, pair_id form, split values.")
+def study_pairs_valid(params: SpotdiffParams, gx: GreatExpectationsResource) -> dg.AssetCheckResult:
+    return gx.check(validation.validate_pairs, params.storage("prepared_root").read_parquet(prepare.PAIRS),
+                    asset="study_pairs")
+
+
+@dg.asset_check(asset=study_pairs, blocking=False,
+                description="GX: each subject in one split. A warning, not a stop: the official v1.0.1 split is not "
+                            "subject-disjoint on real data (set pairs.resplit_by_subject to fix).")
+def study_pairs_subject_disjoint(params: SpotdiffParams, gx: GreatExpectationsResource) -> dg.AssetCheckResult:
+    r = gx.check(validation.validate_subject_disjoint, params.storage("prepared_root").read_parquet(prepare.PAIRS),
+                 asset="study_pairs")
+    return dg.AssetCheckResult(passed=r.passed, metadata=r.metadata, severity=dg.AssetCheckSeverity.WARN)
+
+
+@dg.asset_check(asset=quarantine, blocking=True,
+                description="Accounting: for every table asset, rows in = rows out + rows quarantined.")
+def quarantine_accounts(params: SpotdiffParams) -> dg.AssetCheckResult:
+    prepared = params.storage("prepared_root")
+    table, _ = pl.read_parquet(prepared.read_bytes(prepare.QUARANTINE)), None
+    rows = {}
+    ok = True
+    for asset, file in (("mimic_images", prepare.IMAGES), ("diffvqa_questions", prepare.QUESTIONS),
+                        ("study_pairs", prepare.PAIRS)):
+        c = prepared.read_json("quarantine", f"{asset}.counts.json")
+        out = prepared.scan_parquet(file).select(pl.len()).collect().item()
+        q = table.filter(pl.col("asset") == asset).height
+        rows[asset] = {"rows_in": c["rows_in"], "rows_out": out, "rows_quarantined": q}
+        ok &= c["rows_in"] == out + q
+    return dg.AssetCheckResult(passed=ok, metadata={"accounting": dg.MetadataValue.json(rows)})
+
+
+data_job = dg.define_asset_job("data", selection=dg.AssetSelection.groups(GROUP),
+                               description="Ingest, pair, validate and materialise residual images.")
+
+defs = dg.Definitions(
+    assets=[mimic_images, diffvqa_questions, study_pairs, quarantine, residual_images],
+    asset_checks=[mimic_images_valid, diffvqa_questions_valid, study_pairs_valid, study_pairs_subject_disjoint,
+                  quarantine_accounts],
+    jobs=[data_job],
+    resources={"params": SpotdiffParams(), "gx": GreatExpectationsResource()},
+)
