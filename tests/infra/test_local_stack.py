@@ -1,0 +1,256 @@
+"""The production topology on real processes (infra/local_stack.py): each service is brought up
+once for the module, checked by talking to it, then torn down, and the teardown itself is
+checked (no process or port left). `python -m pytest tests/infra/test_local_stack.py`"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from urllib.request import Request, urlopen
+
+import pytest
+
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+sys.path.insert(0, str(INFRA))
+import local_stack  # noqa: E402
+import services as S  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def free_offset() -> int:
+    """A port offset whose every stack port is free (a developer's own stack may hold 20000)."""
+    for offset in (30000, 33000, 36000, 24000):
+        ports = [s.port + offset for s in S.SERVICES.values() if s.port]
+        ports += [p + offset + d for p in S.SEAWEEDFS_PORTS.values() for d in (0, 10000)]
+        ports += [offset + 1000 + i for i in range(0, 400, 7)]  # Ray's worker/agent ranges
+        if not any(local_stack.port_open(p) for p in ports):
+            return offset
+    pytest.fail("no free port range for the local stack")
+
+
+@pytest.fixture(scope="module")
+def stack():
+    # Not under pytest's tmp dir: that is 0700, and Postgres runs as the `postgres` user.
+    root = Path(tempfile.mkdtemp(prefix="sdstack-", dir="/tmp"))
+    root.chmod(0o755)
+    st = local_stack.Stack(root, free_offset())
+    try:
+        st.up()
+        yield st
+    finally:
+        st.down()
+        leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+                     and str(root).encode() in _cmdline(p)]
+        open_ports = [n for n, s in S.SERVICES.items() if s.port and local_stack.port_open(st.port(n))]
+        shutil.rmtree(root, ignore_errors=True)
+        assert not leftovers and not open_ports, f"down left {leftovers} / ports of {open_ports}"
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+@contextlib.contextmanager
+def env_of(stack):
+    """The exports of `local-stack.sh env`, for the duration of a block."""
+    saved = dict(os.environ)
+    os.environ.update(stack.env())
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def sql(stack, db: str, query: str, args=()):
+    import psycopg2
+    with psycopg2.connect(stack.pg_url(db)) as conn, conn.cursor() as cur:
+        cur.execute(query, args)
+        return cur.fetchall() if cur.description else None
+
+
+def test_cli_status_and_env(stack):
+    args = ["--dir", str(stack.root), "--port-offset", str(stack.offset)]
+    st = subprocess.run([str(INFRA / "local-stack.sh"), "status", *args], capture_output=True,
+                        text=True, timeout=60)
+    assert st.returncode == 0, st.stdout + st.stderr
+    assert {line.split()[0] for line in st.stdout.splitlines()} == set(S.SERVICES)
+    out = subprocess.run([str(INFRA / "local-stack.sh"), "env", *args], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    exported = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines())
+    assert set(exported) == set(S.ENV.values())
+    assert exported["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{stack.port('s3')}"
+
+
+def test_postgres_answers_sql_on_loopback(stack):
+    version, addr = sql(stack, "postgres", "SELECT current_setting('server_version_num')::int, "
+                                           "inet_server_addr()::text")[0]
+    assert version // 10000 == 15 and addr.startswith("127.0.0.1")
+    dbs = {r[0] for r in sql(stack, "postgres", "SELECT datname FROM pg_database")}
+    assert set(S.DATABASES) <= dbs
+    sql(stack, "postgres", "CREATE TABLE IF NOT EXISTS probe (k text PRIMARY KEY, v int)")
+    sql(stack, "postgres", "INSERT INTO probe VALUES (%s, %s)", (key := uuid.uuid4().hex, 7))
+    assert sql(stack, "postgres", "SELECT v FROM probe WHERE k = %s", (key,)) == [(7,)]
+    import psycopg2
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        psycopg2.connect(stack.pg_url("postgres").replace(stack.credentials()["pg_password"], "x"))
+
+
+def test_s3_put_get_and_rejects_wrong_keys(stack):
+    s3 = stack.s3_client()
+    body = os.urandom(4096)
+    s3.put_object(Bucket=S.BUCKET, Key="probe/blob", Body=body)
+    assert s3.get_object(Bucket=S.BUCKET, Key="probe/blob")["Body"].read() == body
+    import boto3
+    import botocore.exceptions
+    bad = boto3.client("s3", endpoint_url=stack.env()["AWS_ENDPOINT_URL"], region_name=S.REGION,
+                       aws_access_key_id="nobody", aws_secret_access_key="wrong")
+    with pytest.raises(botocore.exceptions.ClientError):
+        bad.get_object(Bucket=S.BUCKET, Key="probe/blob")
+
+
+def test_mlflow_run_and_registry_in_postgres_artifact_in_s3(stack, tmp_path):
+    import mlflow
+    from mlflow import MlflowClient
+    with env_of(stack):
+        mlflow.set_tracking_uri(stack.env()["MLFLOW_TRACKING_URI"])
+        try:
+            exp = mlflow.set_experiment(f"stack-probe-{uuid.uuid4().hex[:6]}")
+            payload = uuid.uuid4().hex
+            (tmp_path / "note.txt").write_text(payload)
+            with mlflow.start_run(experiment_id=exp.experiment_id) as run:
+                mlflow.log_param("profile", "smoke")
+                mlflow.log_metric("loss", 0.5)
+                mlflow.log_artifact(str(tmp_path / "note.txt"), artifact_path="model")
+            client = MlflowClient()
+            name = f"real-probe-{uuid.uuid4().hex[:6]}"
+            client.create_registered_model(name)
+            mv = client.create_model_version(name, f"runs:/{run.info.run_id}/model",
+                                             run_id=run.info.run_id)
+        finally:
+            mlflow.set_tracking_uri(None)
+    # The server wrote the run and the registry to Postgres...
+    assert sql(stack, "mlflow", "SELECT status FROM runs WHERE run_uuid = %s",
+               (run.info.run_id,)) == [("FINISHED",)]
+    assert sql(stack, "mlflow", "SELECT value FROM metrics WHERE run_uuid = %s AND key = 'loss'",
+               (run.info.run_id,)) == [(0.5,)]
+    assert sql(stack, "mlflow", "SELECT version FROM model_versions WHERE name = %s",
+               (name,)) == [(int(mv.version),)]
+    # ...and proxied the artifact into the bucket.
+    s3 = stack.s3_client()
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=S.BUCKET, Prefix=S.PREFIX["mlflow"] + "/")
+            .get("Contents", [])]
+    hits = [k for k in keys if run.info.run_id in k and k.endswith("model/note.txt")]
+    assert len(hits) == 1, keys
+    assert s3.get_object(Bucket=S.BUCKET, Key=hits[0])["Body"].read().decode() == payload
+
+
+def test_ray_cluster_has_two_nodes_and_tasks_reach_s3(stack):
+    import ray
+    with env_of(stack):
+        ray.init(address=stack.env()["RAY_ADDRESS"], logging_level="ERROR", log_to_driver=False)
+        try:
+            nodes = [n for n in ray.nodes() if n["Alive"]]
+            assert len(nodes) == 2
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            bucket = S.BUCKET  # a plain value: the workers cannot import infra/services.py
+
+            @ray.remote(num_cpus=1)
+            def write_from_node(key: str) -> str:
+                # Checkpoints go to S3 from the node itself: it needs the endpoint and keys.
+                import pyarrow.fs as pafs
+                fs, path = pafs.FileSystem.from_uri(f"s3://{bucket}/{key}")
+                with fs.open_output_stream(path) as f:
+                    f.write(ray.get_runtime_context().get_node_id().encode())
+                return ray.get_runtime_context().get_node_id()
+
+            refs = [write_from_node.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+                n["NodeID"], soft=False)).remote(f"probe/ray-{i}") for i, n in enumerate(nodes)]
+            ran_on = ray.get(refs, timeout=120)
+        finally:
+            ray.shutdown()
+    assert sorted(ran_on) == sorted(n["NodeID"] for n in nodes)
+    s3 = stack.s3_client()
+    for i, node in enumerate(ran_on):
+        assert s3.get_object(Bucket=S.BUCKET, Key=f"probe/ray-{i}")["Body"].read().decode() == node
+
+
+def graphql(stack, query: str) -> dict:
+    req = Request(f"http://127.0.0.1:{stack.port('dagster-webserver')}/graphql",
+                  data=json.dumps({"query": query}).encode(),
+                  headers={"Content-Type": "application/json"})
+    with urlopen(req, timeout=60) as r:
+        return json.loads(r.read())["data"]
+
+
+def test_dagster_on_postgres_webserver_daemon_code_server(stack, tmp_path):
+    # The webserver serves the spotdiff code location from the user-code gRPC server.
+    ws = graphql(stack, """{ workspaceOrError { ... on Workspace { locationEntries {
+        name locationOrLoadError { __typename ... on PythonError { message } } } } } }""")
+    entries = {e["name"]: e["locationOrLoadError"] for e in ws["workspaceOrError"]["locationEntries"]}
+    assert entries["spotdiff"]["__typename"] == "RepositoryLocation", entries
+    # The daemon is alive and heartbeating into Postgres.
+    beats = sql(stack, "dagster", "SELECT daemon_type FROM daemon_heartbeats")
+    assert {"SCHEDULER", "SENSOR", "QUEUED_RUN_COORDINATOR"} <= {b[0] for b in beats}
+    # A materialization through the stack's instance lands in Postgres' event log.
+    (tmp_path / "probe_defs.py").write_text(textwrap.dedent("""
+        import dagster as dg
+
+        @dg.asset
+        def stack_probe() -> int:
+            return 42
+
+        defs = dg.Definitions(assets=[stack_probe])
+    """))
+    env = {**os.environ, **stack.env()}
+    res = subprocess.run([str(Path(sys.executable).parent / "dagster"), "asset", "materialize",
+                          "-f", "probe_defs.py", "--select", "stack_probe"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = sql(stack, "dagster", "SELECT run_id FROM event_logs WHERE asset_key = %s AND "
+                                 "dagster_event_type = 'ASSET_MATERIALIZATION'", ('["stack_probe"]',))
+    assert len(rows) == 1
+    status = sql(stack, "dagster", "SELECT status FROM runs WHERE run_id = %s", (rows[0][0],))
+    assert status == [("SUCCESS",)]
+
+
+def test_dvc_push_pull_through_s3_remote(stack, tmp_path):
+    dvc = shutil.which("dvc")
+    assert dvc, "dvc not on PATH: run via scripts/test.sh (it links .venv-dvc/bin/dvc)"
+    env = {**os.environ, **stack.env()}
+    prefix = f"{S.PREFIX['dvc']}-probe-{uuid.uuid4().hex[:6]}"
+
+    def run(*cmd):
+        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, f"{cmd}: {r.stdout}\n{r.stderr}"
+
+    run("git", "init", "-q")
+    run(dvc, "init", "-q")
+    # No endpointurl in the DVC config: the endpoint comes from AWS_ENDPOINT_URL, as in production.
+    run(dvc, "remote", "add", "-d", "stack", f"s3://{S.BUCKET}/{prefix}")
+    data = os.urandom(10000)
+    (tmp_path / "blob.bin").write_bytes(data)
+    run(dvc, "add", "-q", "blob.bin")
+    run(dvc, "push")
+    s3 = stack.s3_client()
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=S.BUCKET, Prefix=prefix)["Contents"]]
+    assert len(keys) == 1 and s3.get_object(Bucket=S.BUCKET, Key=keys[0])["Body"].read() == data
+    shutil.rmtree(tmp_path / ".dvc" / "cache")
+    (tmp_path / "blob.bin").unlink()
+    run(dvc, "pull")
+    assert (tmp_path / "blob.bin").read_bytes() == data
