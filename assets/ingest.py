@@ -35,7 +35,7 @@ QUESTION_SPLITS = ("train", "val", "test")
 # Real ID forms: subject 8 digits from 1 (groups p10..p19), study 8 digits from 5, dicom five
 # dash-separated 8-hex blocks.
 SUBJECT_RE, STUDY_RE = r"^1\d{7}$", r"^5\d{7}$"
-DICOM_RE = r"^[0-9a-f]{8}(-[0-9a-f]{8}){4}$"
+DICOM_RE = r"^[0-9a-f]{8}(?:-[0-9a-f]{8}){4}$"
 
 
 class SchemaError(ValueError):

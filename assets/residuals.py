@@ -88,8 +88,9 @@ def load_preprocessed(url: str, cfg: ResidualConfig, options: dict | None = None
 def unique_pairs(pairs: pl.DataFrame) -> pl.DataFrame:
     """One row per pair (a pair can carry several questions); `_row` keeps the line of its first
     question row in pairs.parquet for the quarantine."""
-    return (pairs.with_row_index("_pairs_row", offset=1)
-            .sort("pair_id", "_pairs_row")
+    if "_pairs_row" not in pairs.columns:
+        pairs = pairs.with_row_index("_pairs_row", offset=1)
+    return (pairs.sort("pair_id", "_pairs_row")
             .unique("pair_id", keep="first", maintain_order=True)
             .select("pair_id", "subject_id", "main_study_id", "ref_study_id", "split", "group",
                     "main_path", "ref_path", "_pairs_row"))
@@ -148,7 +149,8 @@ def materialize_group(pairs: pl.DataFrame, group: str, out: Storage, cfg: Residu
                       progress: Callable[[int], None] | None = None, n_previews: int = 4) -> GroupResult:
     """Write one group's shards + group manifest + group quarantine under `out`, atomically per
     file; skip the work when the group's inputs hash matches what is already written."""
-    todo = unique_pairs(pairs.filter(pl.col("group") == group))
+    # Number the rows before filtering: the quarantine names the row in the whole pairs.parquet.
+    todo = unique_pairs(pairs.with_row_index("_pairs_row", offset=1).filter(pl.col("group") == group))
     digest = inputs_hash(todo, cfg)
     mpath = f"{group_dir(group)}/{MANIFEST_NAME}"
     if out.exists(mpath):
