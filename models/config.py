@@ -1,0 +1,67 @@
+"""The architecture of ReAl as one frozen dataclass, passed whole (nanoGPT's GPTConfig).
+
+Values come from params.yaml's `model` section through `ModelConfig.from_dict`; the profiles
+(`smoke`, `default`, and the paper's values in docs/model.md) only change these numbers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+BACKBONES = ("resnet50", "resnet18", "tiny")
+RESIDUAL_KINDS = ("naive", "registered")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "resnet50"        # "resnet50" | "resnet18" | "tiny" (a few convs, for smoke/tests)
+    image_size: int = 256             # crop size fed to the encoders
+    n_queries: int = 8                # learned queries per image in each projection module
+    proj_layers: int = 1              # transformer-decoder layers in each projection module
+    n_embd: int = 256                 # GPT-2 width (paper: 768, GPT-2 small)
+    n_layer: int = 4
+    n_head: int = 4
+    vocab_size: int = 2000            # set from the tokenizer at build time
+    max_question_len: int = 32        # tokens, question
+    max_answer_len: int = 64          # tokens, answer including the final eos
+    use_residual: bool = True         # False: the baseline, E_R and its projection do not exist
+    use_rfa: bool = True              # residual feature alignment loss L_con (needs use_residual)
+    residual_kind: str = "naive"      # "naive" | "registered": which shard column training feeds
+    rfa_weight: float = 1.0           # λ in L_gen + λ·L_con
+    dropout: float = 0.1
+    pretrained_resnet: str | None = None  # local torchvision state_dict (.pth) for E_I and E_R
+    pretrained_gpt2: str | None = None    # local GPT-2 folder (save_pretrained layout)
+
+    def __post_init__(self):
+        # fail at construction, not deep inside a forward pass
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"model.backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.residual_kind not in RESIDUAL_KINDS:
+            raise ValueError(f"model.residual_kind must be one of {RESIDUAL_KINDS}, got {self.residual_kind!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
+        if self.use_rfa and not self.use_residual:
+            raise ValueError("model.use_rfa needs model.use_residual (L_con aligns the residual branch)")
+        if min(self.n_queries, self.max_question_len, self.max_answer_len, self.image_size) < 1:
+            raise ValueError("model sizes (n_queries, max lengths, image_size) must be positive")
+
+    @property
+    def n_prefix(self) -> int:
+        """Image tokens in front of the question: residual (if any), reference, main."""
+        return self.n_queries * (3 if self.use_residual else 2)
+
+    @property
+    def n_positions(self) -> int:
+        """The longest sequence GPT-2 sees: prefix + question + bos/answer."""
+        return self.n_prefix + self.max_question_len + self.max_answer_len
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """Strict: an unknown key is a typo in params.yaml, not something to ignore."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"model: unknown keys {unknown} (known: {sorted(known)})")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

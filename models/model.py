@@ -1,0 +1,152 @@
+"""ReAl (Lu et al., MICCAI 2024): difference VQA with a residual branch and residual feature
+alignment. Architecture and the exact L_con are written down in docs/model.md.
+
+    main, ref ──E_I (shared)──> image projection (shared) ──> main tokens, ref tokens
+    main − ref ──E_R──────────> residual projection ────────> residual tokens
+    GPT-2 over [residual, ref, main, question tokens, bos + answer] -> answer (+ eos)
+    loss = L_gen + λ·L_con,  L_con = mean_p ‖f_ref − f_main − f_R‖² / D  (pooled projected tokens)
+
+Batches are grouped by pair: `encode_pairs` runs the image encoder once for P pairs, and
+`forward` gathers those features for the Q questions through `pair_index`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from models.config import ModelConfig
+from models.encoders import ImageEncoder
+from models.projection import Projection
+
+
+@dataclass
+class PairFeatures:
+    """Projected tokens of P pairs; residual is None for the baseline (use_residual=False)."""
+
+    main: torch.Tensor               # (P, n_queries, n_embd)
+    ref: torch.Tensor                # (P, n_queries, n_embd)
+    residual: torch.Tensor | None    # (P, n_queries, n_embd)
+
+    def tokens(self) -> torch.Tensor:
+        parts = ([self.residual] if self.residual is not None else []) + [self.ref, self.main]
+        return torch.cat(parts, dim=1)  # (P, n_prefix, n_embd)
+
+
+def rfa_loss(ref: torch.Tensor, main: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """L_con = ‖f_ref − f_main − f_R‖², the paper's sign, with f = the projected tokens of each
+    image mean-pooled over the n_queries tokens: (P, n_queries, D) -> (P, D). The squared norm is
+    divided by D and averaged over pairs (an MSE), so λ does not scale with the decoder width.
+    The residual input is main − ref, so this asks E_R to produce −(f_main − f_ref); a learned
+    linear map absorbs the sign, so we keep the paper's formula as written."""
+    f_ref, f_main, f_res = ref.mean(dim=1), main.mean(dim=1), residual.mean(dim=1)  # (P, D) each
+    return (f_ref - f_main - f_res).pow(2).mean()
+
+
+class ReAl(nn.Module):
+    def __init__(self, cfg: ModelConfig, pad_token_id: int, bos_token_id: int, eos_token_id: int):
+        super().__init__()
+        self.cfg = cfg
+        self.pad_token_id, self.bos_token_id, self.eos_token_id = pad_token_id, bos_token_id, eos_token_id
+        proj = dict(out_dim=cfg.n_embd, n_queries=cfg.n_queries, n_layers=cfg.proj_layers,
+                    n_head=cfg.n_head, dropout=cfg.dropout)
+        self.image_encoder = ImageEncoder(cfg.backbone, centered=False, pretrained=cfg.pretrained_resnet)
+        self.image_proj = Projection(self.image_encoder.out_channels, **proj)
+        self.residual_encoder = self.residual_proj = None
+        if cfg.use_residual:  # the baseline has no residual branch at all, not a zeroed one
+            self.residual_encoder = ImageEncoder(cfg.backbone, centered=True, pretrained=cfg.pretrained_resnet)
+            self.residual_proj = Projection(self.residual_encoder.out_channels, **proj)
+        self.gpt = GPT2LMHeadModel(GPT2Config(
+            vocab_size=cfg.vocab_size, n_positions=cfg.n_positions, n_embd=cfg.n_embd,
+            n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
+            attn_pdrop=cfg.dropout, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id))
+        if cfg.pretrained_gpt2:
+            load_gpt2_body(self.gpt, cfg.pretrained_gpt2)
+
+    # ---- images ----------------------------------------------------------------------------
+    def encode_pairs(self, main: torch.Tensor, ref: torch.Tensor,
+                     residual: torch.Tensor | None = None) -> PairFeatures:
+        """main, ref, residual: (P, 1, S, S). Main and reference go through E_I and the image
+        projection as one batch of 2P: one encoder pass per pair whatever its question count."""
+        P = main.shape[0]
+        tokens = self.image_proj(self.image_encoder(torch.cat([main, ref], dim=0)))  # (2P, nq, D)
+        res = None
+        if self.cfg.use_residual:
+            if residual is None:
+                raise ValueError("this model has a residual branch: pass the residual image")
+            res = self.residual_proj(self.residual_encoder(residual))  # (P, nq, D)
+        return PairFeatures(main=tokens[:P], ref=tokens[P:], residual=res)
+
+    # ---- text ------------------------------------------------------------------------------
+    def _prompt(self, feats: PairFeatures, pair_index, question_ids, question_mask):
+        """[image tokens, question tokens, bos] embeddings and their attention mask."""
+        Q, Lq = question_ids.shape
+        assert Lq <= self.cfg.max_question_len, f"question length {Lq} > max_question_len"
+        wte = self.gpt.transformer.wte
+        prefix = feats.tokens()[pair_index]  # (Q, n_prefix, D)
+        bos = torch.full((Q, 1), self.bos_token_id, dtype=torch.long, device=question_ids.device)
+        emb = torch.cat([prefix, wte(question_ids), wte(bos)], dim=1)  # (Q, n_prefix+Lq+1, D)
+        ones = question_mask.new_ones(Q, prefix.shape[1])
+        mask = torch.cat([ones, question_mask, ones[:, :1]], dim=1)  # (Q, n_prefix+Lq+1)
+        return emb, mask
+
+    def forward(self, feats: PairFeatures, pair_index, question_ids, question_mask,
+                answer_ids, answer_mask) -> dict[str, torch.Tensor]:
+        """answer_ids (Q, La): answer tokens ending with eos, then pad (models/tokenizer.py).
+        Teacher forcing: the input is [bos, a_1 .. a_{La-1}], the target a_1 .. eos."""
+        Q, La = answer_ids.shape
+        assert La <= self.cfg.max_answer_len, f"answer length {La} > max_answer_len"
+        emb, mask = self._prompt(feats, pair_index, question_ids, question_mask)
+        wte = self.gpt.transformer.wte
+        emb = torch.cat([emb, wte(answer_ids[:, :-1])], dim=1)  # (Q, T, D), T = n_prefix+Lq+La
+        mask = torch.cat([mask, answer_mask[:, :-1]], dim=1)  # (Q, T)
+        # positions skip padding, so a question padded to any length yields the same numbers
+        pos = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
+        h = self.gpt.transformer(inputs_embeds=emb, attention_mask=mask, position_ids=pos).last_hidden_state
+        logits = self.gpt.lm_head(h[:, -La:])  # (Q, La, V): only the answer positions
+        labels = answer_ids.masked_fill(answer_mask == 0, -100)  # prefix is never a target
+        nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        # paper §2.1: L_gen = −(1/T) Σ_t log p(a_t | a_<t) per answer, then the batch mean
+        l_gen = (nll.sum(dim=1) / answer_mask.sum(dim=1).clamp(min=1)).mean()
+        if self.cfg.use_rfa:
+            l_con = rfa_loss(feats.ref, feats.main, feats.residual)
+        else:
+            l_con = torch.zeros((), device=l_gen.device)
+        return {"loss": l_gen + self.cfg.rfa_weight * l_con, "l_gen": l_gen, "l_con": l_con}
+
+    @torch.no_grad()
+    def generate(self, feats: PairFeatures, pair_index, question_ids, question_mask,
+                 max_new_tokens: int, num_beams: int = 1) -> list[list[int]]:
+        """Token ids of each answer, without bos/eos. Greedy when num_beams == 1."""
+        from models.generate import beam_search, greedy
+
+        emb, mask = self._prompt(feats, pair_index, question_ids, question_mask)
+        # the position table ends at max_answer_len answer tokens
+        max_new_tokens = min(max_new_tokens, self.cfg.max_answer_len)
+        banned = (self.bos_token_id, self.pad_token_id)
+        if num_beams == 1:
+            return greedy(self.gpt, emb, mask, self.eos_token_id, max_new_tokens, banned)
+        return beam_search(self.gpt, emb, mask, self.eos_token_id, max_new_tokens, num_beams, banned)
+
+
+def load_gpt2_body(gpt: GPT2LMHeadModel, path: str) -> None:
+    """Copy a local GPT-2's blocks, final norm and positions into `gpt`. The token embedding
+    (tied to the LM head) is kept only if the vocabularies match: spotdiff's BPE is not GPT-2's,
+    so with the paper's GPT-2 small the token table is learned anew."""
+    src = GPT2LMHeadModel.from_pretrained(path, local_files_only=True).state_dict()
+    own = gpt.state_dict()
+    for name, value in src.items():
+        if name not in own:
+            continue
+        if name.endswith("wpe.weight") and value.shape[0] >= own[name].shape[0]:
+            value = value[: own[name].shape[0]]
+        if value.shape == own[name].shape:
+            own[name] = value
+        elif ".h." in name or "ln_f" in name:
+            raise ValueError(f"{path}: {name} has shape {tuple(value.shape)}, this model needs "
+                             f"{tuple(own[name].shape)} (n_embd/n_layer must match the checkpoint)")
+    gpt.load_state_dict(own)

@@ -1,0 +1,187 @@
+"""ReAl: shapes, gradients, L_con, the ablation flags, pair grouping, padding invariance, local
+pretrained weights, and overfitting a tiny batch. `python -m pytest tests/models/test_model.py`"""
+
+import dataclasses
+
+import pytest
+import torch
+import torchvision
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from assets.diffvqa.grammar import ChangeSet, LevelChange, compose_answer
+from assets.diffvqa.vocabulary import DIFFERENCE_QUESTION
+from models.config import ModelConfig
+from models.model import PairFeatures, ReAl, rfa_loss
+from models.tokenizer import decode, encode_answers, encode_questions, train_tokenizer
+
+TINY = ModelConfig(backbone="tiny", image_size=32, n_queries=2, n_embd=32, n_layer=2, n_head=2,
+                   vocab_size=40, max_question_len=8, max_answer_len=12, dropout=0.0)
+PAD, BOS, EOS = 0, 1, 2
+
+
+def build(cfg=TINY, seed=0):
+    torch.manual_seed(seed)
+    return ReAl(cfg, PAD, BOS, EOS)
+
+
+def batch(cfg=TINY, P=2, seed=0):
+    """P pairs, 3 questions (the last two on pair P-1), padded questions and answers."""
+    g = torch.Generator().manual_seed(seed)
+    S = cfg.image_size
+    main, ref = torch.rand(P, 1, S, S, generator=g), torch.rand(P, 1, S, S, generator=g)
+    pair_index = torch.tensor([0, P - 1, P - 1])
+    q = torch.randint(3, cfg.vocab_size, (3, 6), generator=g)
+    qm = torch.ones(3, 6, dtype=torch.long)
+    qm[0, 4:] = 0
+    a = torch.randint(3, cfg.vocab_size, (3, 7), generator=g)
+    am = torch.ones(3, 7, dtype=torch.long)
+    a[:, -1] = EOS
+    a[1, 4], a[1, 5:], am[1, 5:] = EOS, PAD, 0
+    return (main, ref, main - ref), pair_index, q, qm, a, am
+
+
+def n_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_shapes_and_a_gradient_on_every_parameter():
+    model = build()
+    images, pair_index, q, qm, a, am = batch()
+    feats = model.encode_pairs(*images)
+    for t in (feats.main, feats.ref, feats.residual):
+        assert t.shape == (2, TINY.n_queries, TINY.n_embd)
+    assert feats.tokens().shape == (2, TINY.n_prefix, TINY.n_embd)
+    out = model(feats, pair_index, q, qm, a, am)
+    assert all(out[k].shape == () and torch.isfinite(out[k]) for k in ("loss", "l_gen", "l_con"))
+    out["loss"].backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert no_grad == [], f"parameters without gradient: {no_grad}"
+
+
+def test_rfa_loss_on_known_tensors():
+    # 2 pairs, 2 query tokens, D = 3; the loss only sees each image's mean over its tokens
+    ref = torch.tensor([[[1.0, 2, 3], [3, 2, 1]], [[0.0, 0, 0], [2, 2, 2]]])   # means (2,2,2), (1,1,1)
+    main = torch.tensor([[[0.0, 0, 0], [0, 0, 0]], [[1.0, 1, 1], [1, 1, 1]]])  # means (0,0,0), (1,1,1)
+    res = torch.tensor([[[2.0, 2, 2], [2, 2, 2]], [[0.0, 0, 0], [0, 0, 0]]])   # means (2,2,2), (0,0,0)
+    # f_ref − f_main − f_R = (0,0,0) for both pairs: the paper's sign, exactly satisfied
+    assert rfa_loss(ref, main, res).item() == 0.0
+    # the opposite sign (f_R = f_main − f_ref) is penalised: diff = (4,4,4) and (0,0,0)
+    expected = (3 * 4.0**2 + 0) / (2 * 3)  # Σ squares / (pairs · D)
+    assert rfa_loss(ref, main, -res).item() == pytest.approx(expected)
+    # shuffling tokens within an image does not change its pooled feature
+    assert rfa_loss(ref.flip(1), main, res).item() == 0.0
+
+
+def test_forward_loss_is_l_gen_plus_lambda_l_con():
+    cfg = dataclasses.replace(TINY, rfa_weight=0.25)
+    model = build(cfg).eval()
+    images, pair_index, q, qm, a, am = batch(cfg)
+    feats = model.encode_pairs(*images)
+    out = model(feats, pair_index, q, qm, a, am)
+    assert out["l_con"].item() == pytest.approx(rfa_loss(feats.ref, feats.main, feats.residual).item())
+    assert out["loss"].item() == pytest.approx(out["l_gen"].item() + 0.25 * out["l_con"].item())
+
+
+def test_ablation_flags_change_the_model():
+    full = build()
+    no_rfa = build(dataclasses.replace(TINY, use_rfa=False))
+    baseline = build(dataclasses.replace(TINY, use_residual=False, use_rfa=False))
+    registered = build(dataclasses.replace(TINY, residual_kind="registered"))
+    # the baseline has no residual branch at all; RFA and the residual kind add no parameters
+    assert baseline.residual_encoder is None and baseline.residual_proj is None
+    assert baseline.cfg.n_prefix == 2 * TINY.n_queries and full.cfg.n_prefix == 3 * TINY.n_queries
+    shorter_wpe = TINY.n_queries * TINY.n_embd  # n_queries fewer positions in the baseline's GPT-2
+    assert n_params(full.gpt) - n_params(baseline.gpt) == shorter_wpe
+    residual_branch = n_params(full.residual_encoder) + n_params(full.residual_proj)
+    assert n_params(full) - n_params(baseline) == residual_branch + shorter_wpe
+    assert n_params(no_rfa) == n_params(full) == n_params(registered)
+
+    images, pair_index, q, qm, a, am = batch()
+    # RFA off: no L_con, the loss is L_gen alone
+    out = no_rfa.eval()(no_rfa.encode_pairs(*images), pair_index, q, qm, a, am)
+    assert out["l_con"].item() == 0.0 and out["loss"].item() == out["l_gen"].item()
+    # the residual input matters to the full model and is ignored by the baseline
+    other = (images[0], images[1], torch.zeros_like(images[2]))
+    full.eval(), baseline.eval()
+    f = lambda m, im: m(m.encode_pairs(*im), pair_index, q, qm, a, am)["l_gen"].item()
+    assert f(full, images) != f(full, other)
+    assert f(baseline, images) == f(baseline, other)
+    assert baseline.encode_pairs(images[0], images[1]).residual is None
+    with pytest.raises(ValueError, match="use_residual"):
+        ModelConfig(use_residual=False, use_rfa=True)
+
+
+def test_one_image_encoder_pass_per_pair():
+    model = build()
+    calls = []
+    model.image_encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    images, *_ = batch(P=3)
+    model.encode_pairs(*images)
+    assert calls == [6]  # main and reference of 3 pairs, one batch
+
+
+def test_question_padding_does_not_change_the_loss():
+    model = build().eval()
+    images, pair_index, q, qm, a, am = batch()
+    feats = model.encode_pairs(*images)
+    base = model(feats, pair_index, q, qm, a, am)["l_gen"]
+    q2 = torch.cat([q, torch.full((3, 2), PAD)], dim=1)
+    qm2 = torch.cat([qm, torch.zeros(3, 2, dtype=torch.long)], dim=1)
+    assert model(feats, pair_index, q2, qm2, a, am)["l_gen"].item() == pytest.approx(base.item(), abs=1e-5)
+
+
+def test_pretrained_weights_load_from_local_paths(tmp_path):
+    rgb = torchvision.models.resnet18(weights=None)
+    torch.save(rgb.state_dict(), tmp_path / "r18.pth")
+    gpt_src = GPT2LMHeadModel(GPT2Config(vocab_size=99, n_positions=64, n_embd=32, n_layer=2, n_head=2))
+    gpt_src.save_pretrained(tmp_path / "gpt2")
+    cfg = dataclasses.replace(TINY, backbone="resnet18", pretrained_resnet=str(tmp_path / "r18.pth"),
+                              pretrained_gpt2=str(tmp_path / "gpt2"))
+    model = build(cfg)
+    for enc in (model.image_encoder, model.residual_encoder):
+        stem = enc.backbone.net.conv1.weight
+        assert torch.allclose(stem, rgb.conv1.weight.sum(dim=1, keepdim=True))
+        assert torch.equal(enc.backbone.net.layer4[1].conv2.weight, rgb.layer4[1].conv2.weight)
+    src = gpt_src.state_dict()
+    own = model.gpt.state_dict()
+    assert torch.equal(own["transformer.h.1.mlp.c_fc.weight"], src["transformer.h.1.mlp.c_fc.weight"])
+    assert torch.equal(own["transformer.wpe.weight"], src["transformer.wpe.weight"][: cfg.n_positions])
+    assert own["transformer.wte.weight"].shape[0] == cfg.vocab_size  # our BPE, not GPT-2's table
+
+
+def test_overfits_a_tiny_batch_and_generates_the_exact_answers():
+    eff, edema, ptx = "pleural effusion", "edema", "pneumothorax"
+    answers = [
+        compose_answer(ChangeSet(added=(eff,))),
+        compose_answer(ChangeSet(missing=(ptx, edema))),
+        compose_answer(ChangeSet(levels=(LevelChange(eff, "small", "moderate"),))),
+        compose_answer(ChangeSet()),
+    ]
+    questions = [DIFFERENCE_QUESTION] * 3 + ["what has changed in the left lung area?"]
+    pair_index = torch.tensor([0, 1, 2, 2])  # same question, different pairs: images must matter
+    tok = train_tokenizer(questions + answers, vocab_size=300)
+    cfg = dataclasses.replace(TINY, vocab_size=len(tok), n_embd=64, max_question_len=16, max_answer_len=48)
+    torch.manual_seed(0)
+    model = ReAl(cfg, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
+    g = torch.Generator().manual_seed(1)
+    ref = 0.1 * torch.rand(3, 1, 32, 32, generator=g)
+    main = ref.clone()
+    for k in range(3):  # each pair's change is a bright square in its own place
+        main[k, 0, 8 * k: 8 * k + 12, 8 * k: 8 * k + 12] += 0.8
+    q, qm = encode_questions(tok, questions, cfg.max_question_len)
+    a, am = encode_answers(tok, answers, cfg.max_answer_len)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    model.train()
+    for step in range(500):
+        out = model(model.encode_pairs(main, ref, main - ref), pair_index, q, qm, a, am)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        if out["l_gen"].item() < 0.01:
+            break
+    assert out["l_gen"].item() < 0.05, f"no overfit after {step} steps: {out['l_gen'].item():.3f}"
+    model.eval()
+    feats = model.encode_pairs(main, ref, main - ref)
+    for beams in (1, 3):
+        ids = model.generate(feats, pair_index, q, qm, max_new_tokens=cfg.max_answer_len, num_beams=beams)
+        assert decode(tok, ids) == answers, f"num_beams={beams}"
