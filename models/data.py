@@ -186,8 +186,13 @@ def _pad(seqs: list[list[int]], pad_id: int, max_len: int) -> tuple[torch.Tensor
 
 
 def make_collate(encode: Callable[[str], list[int]], pad_id: int, max_question_len: int,
-                 max_answer_len: int) -> Callable[[list[PairSample]], PairBatch]:
-    """encode: text -> token ids without special tokens (the model adds BOS/EOS itself)."""
+                 max_answer_len: int, eos_id: int | None = None) -> Callable[[list[PairSample]], PairBatch]:
+    """encode: text -> token ids without special tokens. Answers get eos_id appended (truncated
+    so it always fits): the model learns where to stop; it adds bos itself."""
+
+    def encode_answer(text: str) -> list[int]:
+        ids = encode(text)
+        return ids if eos_id is None else ids[:max_answer_len - 1] + [eos_id]
 
     def collate(samples: list[PairSample]) -> PairBatch:
         pair_index, questions, answers = [], [], []
@@ -197,7 +202,7 @@ def make_collate(encode: Callable[[str], list[int]], pad_id: int, max_question_l
                 questions.append(qa.question)
                 answers.append(qa.answer)
         q_ids, q_mask = _pad([encode(q) for q in questions], pad_id, max_question_len)
-        a_ids, a_mask = _pad([encode(a) for a in answers], pad_id, max_answer_len)
+        a_ids, a_mask = _pad([encode_answer(a) for a in answers], pad_id, max_answer_len)
         return PairBatch(
             pair_ids=[s.pair_id for s in samples],
             main=torch.stack([s.main for s in samples]),

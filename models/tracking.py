@@ -67,8 +67,11 @@ def find_run(uri: str, experiment: str, run_name: str) -> str | None:
 class MlflowTracker:
     """The rank-0 tracker inside a Ray worker (or the plain loop). Attaches to the driver's run."""
 
-    def __init__(self, uri: str, run_id: str, system_metrics: bool = True):
+    def __init__(self, uri: str, run_id: str, system_metrics: bool = True,
+                 system_metrics_interval_s: float = 10.0):
         mlflow.set_tracking_uri(uri)
+        mlflow.set_system_metrics_sampling_interval(system_metrics_interval_s)
+        mlflow.set_system_metrics_samples_before_logging(1)
         self.run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:

@@ -1,7 +1,110 @@
-"""Placeholder: filled in by its issue."""
+"""`spotdiff train [--profile smoke] [--set train.epochs=3 ...] [--run-name NAME]`
+
+Reads params.yaml, turns it into the plain specs models/train.py takes, and launches the Ray
+Train run. The same `launch()` backs the Dagster asset `real_model`, the DVC stage `train` and
+`spotdiff ablate`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
 
 import typer
+import yaml
+
+from pipelines.commands.common import UserError, params_for, user_errors
+from pipelines.params import flatten, repo_root
+
+TRAIN_LOOP_KEYS = ("epochs", "pairs_per_batch", "lr", "weight_decay", "warmup_steps", "grad_clip",
+                   "seed", "deterministic", "log_every", "crop_scale", "brightness", "contrast",
+                   "sharpness", "shuffle_buffer", "val_max_pairs", "val_num_beams",
+                   "select_metric", "select_mode")
+
+
+def parse_sets(sets: list[str]) -> dict:
+    """["train.epochs=3", "model.use_rfa=false"] -> nested overrides (values parsed as YAML)."""
+    out: dict = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected section.key=value")
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def _abs(path: str) -> str:
+    """Local paths resolved against the repo root (Ray workers and DVC may run elsewhere)."""
+    if "://" in path:
+        return path
+    return str((repo_root() / path).resolve())
+
+
+def tracking_uri(params: dict) -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params["tracking"]["uri"]
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + _abs(uri[len("sqlite:///"):])
+    return uri
+
+
+def new_run_name(profile: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"real-{profile}-{stamp}-{secrets.token_hex(3)}"
+
+
+def launch(params: dict, run_name: str | None = None, tags: dict | None = None):
+    """Everything a training run needs, from resolved params. Returns models.train.FitResult."""
+    from models.tracking import data_version, git_commit
+    from models.train import RunSpec, ScalingSpec, TrackingSpec, fit
+    from models.train_loop import DataSpec, TrainConfig
+
+    t, d = params["train"], params["data"]
+    residuals = Path(_abs(d["residuals_root"]))
+    pairs = Path(_abs(d["prepared_root"])) / "pairs.parquet"
+    for need in (residuals / "manifest.json", pairs):
+        if not need.exists():
+            raise UserError(f"{need}: not found; materialize the data first "
+                            "(`dagster asset materialize` or `dvc repro residuals`)")
+    if "model" not in params:
+        raise UserError("params.yaml: no `model` section")
+    name = run_name or t["run_name"] or new_run_name(params["profile"])
+    train_cfg = TrainConfig(**{k: t[k] for k in TRAIN_LOOP_KEYS},
+                            question_types=tuple(params["pairs"]["question_types"]))
+    tr = params["tracking"]
+    return fit(
+        train_cfg, dict(params["model"]),
+        DataSpec(str(residuals), str(pairs), tokenizer_dir=""),
+        ScalingSpec(t["num_workers"], t["use_gpu"], dict(t["resources_per_worker"])),
+        RunSpec(name, _abs(t["storage_path"]), _abs(t["output_dir"]), t["max_failures"],
+                t["num_to_keep"]),
+        TrackingSpec(tracking_uri(params), tr["experiment"], tr["system_metrics"],
+                     tr["system_metrics_interval_s"], tr["log_model"], tr["sample_predictions"]),
+        params_flat=flatten(params),
+        tags={"git_commit": git_commit(repo_root()),
+              "data_version": data_version(residuals / "manifest.json", pairs),
+              "profile": params["profile"], **(tags or {})},
+        test_num_beams=t["test_num_beams"],
+    )
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command()
+    def train(
+        profile: str = typer.Option(None, help="params.yaml profile (default: params' `profile`)"),
+        set_: list[str] = typer.Option([], "--set", help="override, e.g. train.epochs=3 (repeatable)"),
+        run_name: str = typer.Option(None, help="reuse a run name to resume that run"),
+    ) -> None:
+        """Train ReAl on Ray Train; log to MLflow; write the best checkpoint and metrics.json."""
+        import json
+
+        with user_errors():
+            params = params_for(profile, parse_sets(set_) or None)
+            result = launch(params, run_name)
+        typer.echo(json.dumps({"run_name": result.run_name, "mlflow_run_id": result.mlflow_run_id,
+                               "best_checkpoint": str(result.best_checkpoint),
+                               "steps": result.steps, "test": result.test_metrics}, indent=2))
