@@ -248,18 +248,14 @@ class Stack:
     def s3_start(self) -> None:
         wdir = self.root / "seaweedfs"
         wdir.mkdir(parents=True, exist_ok=True)
-        c = self.credentials()
-        cfg = wdir / "s3.json"
-        cfg.write_text(json.dumps({"identities": [{
-            "name": "spotdiff", "credentials": [{"accessKey": c["s3_key"], "secretKey": c["s3_secret"]}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-        cfg.chmod(0o600)
+        # No identities file: SeaweedFS makes the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of its
+        # environment its admin identity (the same env the clients use), so no secret on disk.
         self.spawn("s3", [str(BIN / "weed"), "server", f"-dir={wdir}", f"-ip={HOST}",
                           f"-ip.bind={HOST}", "-master.telemetry=false",
                           f"-master.port={self.weed_port('master')}",
                           f"-volume.port={self.weed_port('volume')}",
                           "-filer", f"-filer.port={self.weed_port('filer')}",
-                          "-s3", f"-s3.port={self.port('s3')}", f"-s3.config={cfg}",
+                          "-s3", f"-s3.port={self.port('s3')}",
                           "-s3.port.iceberg=0", "-s3.port.lance=0",
                           # small volumes: a laptop/CI disk, not a 30 GB preallocation each
                           "-master.volumeSizeLimitMB=256", "-volume.max=50"])
@@ -326,30 +322,9 @@ class Stack:
     def dagster_home(self) -> Path:
         home = self.root / "dagster"
         home.mkdir(parents=True, exist_ok=True)
-        E = S.ENV
-        (home / "dagster.yaml").write_text(f"""\
-# Written by infra/local_stack.py: Dagster run/event/schedule storage on Postgres. Credentials
-# come from the environment (local-stack.sh env), never from this file.
-storage:
-  postgres:
-    postgres_db:
-      hostname: {{env: {E['pg_host']}}}
-      port: {{env: {E['pg_port']}}}
-      username: {{env: {E['pg_user']}}}
-      password: {{env: {E['pg_password']}}}
-      db_name: {{env: {E['pg_db']}}}
-      scheme: postgresql+{S.PG_DRIVER}
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    max_concurrent_runs: 2
-run_launcher:
-  module: dagster.core.launcher
-  class: DefaultRunLauncher
-telemetry:
-  enabled: false
-""")
+        # The same instance config as production (Postgres storage, credentials from env).
+        shutil.copyfile(Path(__file__).resolve().parent / "dagster" / "dagster.yaml",
+                        home / "dagster.yaml")
         (home / "workspace.yaml").write_text(f"""\
 load_from:
   - grpc_server:
