@@ -21,7 +21,8 @@ from assets.synth.projector import Geometry
 
 @dataclass(frozen=True)
 class Exposure:
-    kappa: float  # attenuation scale relative to the image's median line integral
+    low: float  # window on the line integral, as multiples of the image's median: black at `low`
+    high: float  # ... white at `high` (the detector's log signal, windowed as a processed film)
     unsharp: float  # strength of the high-pass boost
     gamma: float
     noise: float  # std of additive noise, in [0, 1] grey units at the output size
@@ -65,9 +66,9 @@ def sample_geometry(rng: np.random.Generator, thorax: Thorax, anatomy: Anatomy, 
 
 
 def sample_exposure(rng: np.random.Generator, view: str) -> Exposure:
-    kappa = rng.uniform(0.9, 1.4) if view != "LATERAL" else rng.uniform(0.6, 0.9)
-    return Exposure(kappa=float(kappa), unsharp=float(rng.uniform(0.3, 1.0)), gamma=float(rng.uniform(1.0, 1.45)),
-                    noise=float(rng.uniform(0.008, 0.025)))
+    high = rng.uniform(1.6, 2.0) if view != "LATERAL" else rng.uniform(1.8, 2.2)
+    return Exposure(low=float(rng.uniform(0.28, 0.4)), high=float(high), unsharp=float(rng.uniform(0.4, 0.8)),
+                    gamma=float(rng.uniform(0.8, 1.1)), noise=float(rng.uniform(0.008, 0.025)))
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -87,9 +88,10 @@ def develop(line_integral: torch.Tensor, exposure: Exposure, out_size: int, rng:
     without a finding stay comparable; by default it is this image's own median."""
     p = line_integral
     ref = float(p.median()) if reference is None else reference
-    img = 1 - torch.exp(-exposure.kappa * p / max(ref, 1e-6))
+    # A linear window on the log signal (the line integral), then unsharp masking: what a
+    # processed digital chest film looks like (a 1 - exp(-p) film curve left the lungs grey).
+    img = (p / max(ref, 1e-6) - exposure.low) / (exposure.high - exposure.low)
     img = img + exposure.unsharp * (img - _blur(img, p.shape[0] / 32))
-    img = (img - 0.02) / 0.96
     img = img.clamp(0, 1) ** exposure.gamma
     if out_size != img.shape[0]:
         img = F.interpolate(img[None, None], size=(out_size, out_size), mode="bilinear", align_corners=False)[0, 0]

@@ -80,8 +80,8 @@ def effusion(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generator) 
     # Fluid lines the pleural space as a layer that thickens downwards until it fills the base:
     # a hazy upper margin and, because the layer is seen edge-on at the lateral wall, a meniscus
     # rising laterally. Thicker laterally for the same reason it rises there (surface tension).
-    top = zbot - 1.7 * height
-    full = zbot - 0.5 * height
+    full = zbot - height * (0.35 + 0.6 * lat ** 1.5)  # filled below: higher laterally (meniscus)
+    top = full - 0.9 * height - 15.0
     thick = 70.0 * np.clip((z - top) / (full - top), 0, 1) ** 2 * (0.45 + lat)
     fluid = inside & (depth < thick)
     frac = ndimage.gaussian_filter(fluid.astype(np.float32), 0.8) * inside

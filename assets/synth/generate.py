@@ -71,7 +71,9 @@ def generate(out: Path, cfg: SynthConfig, progress: Callable[[int], None] = lamb
     images = {im["dicom_id"]: im for r in results for im in r.images}
     writer.write_parquet(writer.study_truth(plans, images), gt_root / "studies.parquet")
     writer.write_parquet(question_truth, gt_root / "questions.parquet")
-    (gt_root / "config.json").write_text(json.dumps(asdict(cfg), indent=2, sort_keys=True) + "\n")
+    # `workers` is left out: it changes how fast, never what is written.
+    settings = {k: v for k, v in asdict(cfg).items() if k != "workers"}
+    (gt_root / "config.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
     write_contact_sheet(mimic_root, pairs, tables["mimic_all"], out / "contact_sheet.png")
 
     timings = Timings()

@@ -36,6 +36,13 @@ def chexpert_labels(study: StudyPlan, previous: StudyPlan | None, rng: np.random
         for c in TO_CHEXPERT[f.name]:
             if labels[c] != 1.0:  # a positive from another finding wins
                 labels[c] = value
+    # Report habits the labeler picks up: "pneumonia cannot be excluded" next to a consolidation,
+    # and an enlarged cardiac silhouette read as an enlarged cardiomediastinum.
+    if study.finding("consolidation") is not None:
+        labels["Pneumonia"] = -1.0
+    heart = study.finding("cardiomegaly")
+    if heart is not None and heart.level_index > 0:
+        labels["Enlarged Cardiomediastinum"] = 1.0
     if not study.findings:
         labels["No Finding"] = 1.0
     return labels

@@ -28,6 +28,18 @@ class SynthConfig:
     workers: int = 1
     jpeg_quality: int = 92
 
+    @classmethod
+    def from_section(cls, section: dict, **overrides) -> "SynthConfig":
+        """From params.yaml's `synth` section (a plain dict); `overrides` that are None are
+        ignored, so CLI options left unset fall back to the section."""
+        keys = ("subjects", "seed", "image_size", "render_size", "min_studies", "max_studies",
+                "lateral_fraction", "workers", "jpeg_quality")
+        values = {k: section[k] for k in keys if k in section}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        # Rendering above the output size would only be thrown away by the downsampling.
+        values["render_size"] = min(int(values["render_size"]), int(values["image_size"]))
+        return cls(**values)
+
     def __post_init__(self):
         if self.subjects < 3:
             raise ValueError(f"subjects={self.subjects}: need at least 3 (one per split)")

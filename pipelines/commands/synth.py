@@ -33,17 +33,8 @@ def synth(
 
         p = params_for(profile)["synth"]
         try:
-            cfg = SynthConfig(
-                subjects=subjects if subjects is not None else int(p["subjects"]),
-                seed=seed if seed is not None else int(p["seed"]),
-                image_size=image_size if image_size is not None else int(p["image_size"]),
-                render_size=min(int(p["render_size"]), image_size if image_size is not None else int(p["image_size"])),
-                min_studies=int(p["min_studies"]), max_studies=int(p["max_studies"]),
-                lateral_fraction=float(p["lateral_fraction"]),
-                workers=workers if workers is not None else int(p["workers"]),
-                jpeg_quality=int(p.get("jpeg_quality", 92)),
-            )
-        except ValueError as e:
+            cfg = SynthConfig.from_section(p, subjects=subjects, seed=seed, image_size=image_size, workers=workers)
+        except (ValueError, TypeError, KeyError) as e:
             raise UserError(f"synth options: {e}") from e
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out}: exists and is not a directory")
