@@ -1,0 +1,108 @@
+"""`spotdiff evaluate --predictions FILE`: one JSON object whose NLG numbers equal a direct
+pycocoevalcap call on the same pairs, whose change metrics equal models.metrics, and clear
+one-line errors for bad input. `python -m pytest tests/pipelines/test_evaluate_cli.py`"""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from assets.diffvqa.grammar import ChangeSet, LevelChange, compose_answer
+from assets.diffvqa.vocabulary import AREA_QUESTION, DIFFERENCE_QUESTION
+from models.metrics import change_scores
+from pipelines.cli import app
+
+REPO = Path(__file__).resolve().parents[2]
+EFF, EDEMA, PTX = "pleural effusion", "edema", "pneumothorax"
+
+ANSWERS = [
+    compose_answer(ChangeSet()),
+    compose_answer(ChangeSet(added=(EFF,))),
+    compose_answer(ChangeSet(added=(EFF, EDEMA), missing=(PTX,))),
+    compose_answer(ChangeSet(levels=(LevelChange(EFF, "small", "moderate"),))),
+    compose_answer(ChangeSet(missing=(PTX, EDEMA))),
+    compose_answer(ChangeSet(levels=(LevelChange(EDEMA, "mild", "moderate to severe"),))),
+]
+PREDICTIONS = [
+    ANSWERS[0],                                        # exact
+    compose_answer(ChangeSet(added=(EDEMA,))),         # wrong finding
+    compose_answer(ChangeSet(added=(EFF, EDEMA))),     # the missing sentence dropped
+    ANSWERS[3].strip(),                                # exact up to the trailing space
+    "",                                                # empty
+    "the heart is enlarged.",                          # off-grammar
+]
+
+
+@pytest.fixture
+def params_env(monkeypatch):
+    monkeypatch.setenv("SPOTDIFF_PARAMS", str(REPO / "params.yaml"))
+    monkeypatch.delenv("SPOTDIFF_PROFILE", raising=False)
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def direct_pycocoevalcap(answers, predictions) -> dict:
+    """The coco-caption recipe, written out independently of models/metrics.py."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    tok = PTBTokenizer()
+    gts = tok.tokenize({str(i): [{"caption": a}] for i, a in enumerate(answers)})
+    res = tok.tokenize({str(i): [{"caption": p}] for i, p in enumerate(predictions)})
+    out = {}
+    for scorer, names in ((Bleu(4), ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4"]), (Meteor(), "METEOR"),
+                          (Rouge(), "ROUGE-L"), (Cider(), "CIDEr")):
+        score, _ = scorer.compute_score(gts, res)
+        out.update(zip(names, score) if isinstance(names, list) else [(names, score)])
+    return out
+
+
+def test_evaluate_equals_direct_pycocoevalcap(tmp_path, params_env):
+    questions = [DIFFERENCE_QUESTION] * 5 + [AREA_QUESTION.format(words="left lung")]
+    rows = [{"question": q, "answer": a, "prediction": p} for q, a, p in zip(questions, ANSWERS, PREDICTIONS)]
+    preds = write_jsonl(tmp_path / "preds.jsonl", rows)
+    result = CliRunner().invoke(app, ["evaluate", "--predictions", str(preds), "--bootstrap", "200",
+                                      "--out", str(tmp_path / "metrics.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)  # exactly one JSON object on stdout
+    assert report == json.loads((tmp_path / "metrics.json").read_text())
+    expected = direct_pycocoevalcap(ANSWERS, PREDICTIONS)
+    for key, value in expected.items():
+        assert report[key] == pytest.approx(value, abs=1e-9), key
+    assert 0 < report["BLEU-4"] < report["BLEU-1"] < 1
+    for key, value in change_scores(PREDICTIONS, ANSWERS).items():
+        assert report[key] == pytest.approx(value), key
+    assert report["exact_match"] == pytest.approx(2 / 6)
+    assert report["n"] == 6 and report["per_question_form"]["area"]["n"] == 1
+    for key in ("change_f1", "ROUGE-L", "CIDEr"):
+        lo, hi = report["ci95"][key]
+        assert lo <= report[key] <= hi
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (['{"answer": "nothing has changed."}'], "preds.jsonl:1: field 'prediction' missing"),
+        (['{"answer": "a", "prediction": "b"}', "{not json"], "preds.jsonl:2: not valid JSON"),
+        (["[1, 2]"], "preds.jsonl:1: expected a JSON object"),
+        ([], "no predictions"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, params_env, lines, message):
+    preds = write_jsonl(tmp_path / "preds.jsonl", lines)
+    result = CliRunner().invoke(app, ["evaluate", "--predictions", str(preds)])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_missing_file(tmp_path, params_env):
+    result = CliRunner().invoke(app, ["evaluate", "--predictions", str(tmp_path / "nope.jsonl")])
+    assert result.exit_code == 2 and "no such file" in result.output
