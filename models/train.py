@@ -148,7 +148,8 @@ def _train_cfg_dict(cfg: TrainConfig) -> dict:
 
 def fit(train_cfg: TrainConfig, model_cfg: dict, data: DataSpec, scaling: ScalingSpec, run: RunSpec,
         tracking: TrackingSpec, params_flat: dict | None = None, tags: dict | None = None,
-        threads_per_worker: int | None = None, test_num_beams: int | None = None) -> FitResult:
+        threads_per_worker: int | None = None, test_num_beams: int | None = None,
+        score_kwargs: dict | None = None) -> FitResult:
     """Train, select on validation, score test once; returns where everything landed."""
     import ray
     import ray.train
@@ -197,7 +198,9 @@ def fit(train_cfg: TrainConfig, model_cfg: dict, data: DataSpec, scaling: Scalin
     best_dir = out / "best"
     shutil.rmtree(best_dir, ignore_errors=True)
     best_ckpt.to_directory(str(best_dir))
-    test_metrics, predictions = score_test(best_dir, data, train_cfg, num_beams=test_num_beams)
+    report, predictions = score_test(best_dir, data, train_cfg, test_num_beams, score_kwargs)
+    (out / "test_report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    test_metrics = {k: float(v) for k, v in report.items() if isinstance(v, (int, float))}
     steps = int(result.metrics["step"])
     preds_path = out / "test_predictions.jsonl"
     preds_path.write_text("".join(json.dumps(r) + "\n" for r in predictions))
@@ -225,8 +228,10 @@ def _best(result, cfg: TrainConfig):
     return c, dict(m)
 
 
-def score_test(best_dir: Path, data: DataSpec, cfg: TrainConfig, num_beams: int | None = None) -> tuple[dict, list[dict]]:
-    """The test split, scored once, with the best-on-validation checkpoint."""
+def score_test(best_dir: Path, data: DataSpec, cfg: TrainConfig, num_beams: int | None = None,
+               score_kwargs: dict | None = None) -> tuple[dict, list[dict]]:
+    """The test split, scored once, with the best-on-validation checkpoint. Returns the full
+    models.metrics report (flat scores + ci95 + per-template breakdown) and the predictions."""
     from models.metrics import score_predictions
     from models.data import batches
     from models.predict import predict
@@ -240,5 +245,6 @@ def score_test(best_dir: Path, data: DataSpec, cfg: TrainConfig, num_beams: int 
                       tokenizer, device, num_beams or cfg.val_num_beams)
     if not records:
         raise ValueError(f"{data.residuals_root}: no test pairs to score")
-    scores = score_predictions([r["prediction"] for r in records], [r["answer"] for r in records])
-    return scores, records
+    report = score_predictions([r["prediction"] for r in records], [r["answer"] for r in records],
+                               [r["question"] for r in records], **(score_kwargs or {}))
+    return report, records

@@ -89,6 +89,8 @@ def launch(params: dict, run_name: str | None = None, tags: dict | None = None):
               "data_version": data_version(residuals / "manifest.json", pairs),
               "profile": params["profile"], **(tags or {})},
         test_num_beams=t["test_num_beams"],
+        score_kwargs=({"n_boot": params["evaluate"]["bootstrap"], "seed": params["evaluate"]["seed"]}
+                      if "evaluate" in params else None),
     )
 
 

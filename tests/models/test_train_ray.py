@@ -65,7 +65,8 @@ def test_two_worker_fit_writes_checkpoint_and_mlflow_run(reference):
     stored = sorted(p.name for p in (tmp / "ray" / "reference").glob("epoch_*"))
     assert 1 <= len(stored) <= 2 and stored[-1] == f"epoch_{CFG.epochs:04d}"
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
-    assert metrics["val"] and "change_f1" in metrics["test"]
+    assert metrics["val"] and {"change_f1", "BLEU-4", "CIDEr"} <= set(metrics["test"])
+    assert "per_template" in json.loads((result.output_dir / "test_report.json").read_text())
     assert metrics["best_epoch"] == result.val_metrics["epoch"]
     run = client.get_run(result.mlflow_run_id)
     assert run.info.status == "FINISHED"
