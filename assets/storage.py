@@ -88,7 +88,9 @@ class Storage:
     def scan_parquet(self, *parts: str) -> pl.LazyFrame:
         if self.is_local:
             return pl.scan_parquet(self.url(*parts))
-        return pl.scan_parquet(self.url(*parts), storage_options=self.options or None)
+        # polars' object_store takes its own str options, not fsspec's client_kwargs: fetch via
+        # fsspec once (prepared tables are tens of MB) and scan from memory, as scan_csv does.
+        return pl.read_parquet(io.BytesIO(self.read_bytes(*parts))).lazy()
 
     def write_json(self, obj: Any, *parts: str) -> str:
         return self.write_bytes((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), *parts)
