@@ -31,7 +31,7 @@ def apply_findings(mu: np.ndarray, ct: ChestCT, findings: list[Finding], seeds: 
     for name in EDIT_ORDER:
         for f in findings:
             if f.name == name:
-                EDITS[name](mu, ct, f, np.random.default_rng(seeds[name]))
+                EDITS[name](mu, ct, f, np.random.default_rng(seeds[name]), seeds[name])
 
 
 def _coords(sl: tuple[slice, ...], spacing) -> tuple[np.ndarray, ...]:
@@ -53,6 +53,21 @@ def _depth(ct: ChestCT, key: str, mask: np.ndarray) -> tuple[tuple[slice, ...], 
     return ct.cache[key]
 
 
+def _smooth_noise(rng: np.random.Generator, shape, sigma) -> np.ndarray:
+    field = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
+    return field / field.std()
+
+
+def _cached(ct: ChestCT, key: tuple, make):
+    """A one-entry cache per kind: a subject's texture is reused across its studies (same seed),
+    and memory stays bounded when the next subject arrives."""
+    slot = ct.cache.get(key[0])
+    if slot is None or slot[0] != key:
+        slot = (key, make())
+        ct.cache[key[0]] = slot
+    return slot[1]
+
+
 def _lateralness(x: np.ndarray, side: str) -> np.ndarray:
     """0 at the medial edge of the crop, 1 at the lateral edge (x runs patient right -> left)."""
     t = (x - x.min()) / max(float(x.max() - x.min()), 1.0)
@@ -68,7 +83,7 @@ def _blend_up(mu: np.ndarray, sl, frac: np.ndarray, target: float | np.ndarray, 
     mu[sl] = np.maximum(cur, new)
 
 
-def effusion(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generator) -> None:
+def effusion(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generator, seed: int) -> None:
     i = f.level_index
     lung = ct.lung(f.side)
     sl, depth = _depth(ct, f"depth:lung:{f.side}", lung)
@@ -88,7 +103,7 @@ def effusion(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generator) 
     _blend_up(mu, sl, frac, FLUID)
 
 
-def cardiomegaly(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generator) -> None:
+def cardiomegaly(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generator, seed: int) -> None:
     factor = (1.15, 1.28, 1.42)[f.level_index]
     heart = ct.mask(HEART)
     sl = _pad(ct.bbox(heart), ct.shape, (8, 10, 25))
@@ -103,7 +118,7 @@ def cardiomegaly(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generat
     _blend_up(mu, sl, np.clip(frac - h, 0, 1), SOFT, keep_bone=ct.bone[sl] > 0.2)
 
 
-def pneumothorax(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generator) -> None:
+def pneumothorax(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generator, seed: int) -> None:
     lung = ct.lung(f.side)
     sl, depth = _depth(ct, f"depth:lung:{f.side}", lung)
     inside = lung[sl]
@@ -123,7 +138,7 @@ def pneumothorax(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generat
     mu[sl] = ndimage.gaussian_filter(out, 0.5) * inside + cur * ~inside
 
 
-def lung_opacity(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generator) -> None:
+def lung_opacity(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generator, seed: int) -> None:
     lobe = ct.mask(LOBES[f.site])
     sl, depth = _depth(ct, f"depth:lobe:{f.site}", lobe)
     radius = (10.0, 19.0)[f.level_index] * rng.uniform(0.85, 1.15)
@@ -141,13 +156,13 @@ def lung_opacity(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generat
     _blend_up(mu, sl, frac.astype(np.float32), SOFT)
 
 
-def consolidation(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generator) -> None:
+def consolidation(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generator, seed: int) -> None:
     lobe = ct.mask(LOBES[f.site])
     sl = ct.bbox(lobe)
     inside = lobe[sl]
-    field = ndimage.gaussian_filter(rng.standard_normal(inside.shape).astype(np.float32), (2.4, 3.0, 3.0))
+    field = _cached(ct, ("consolidation:field", f.site, seed), lambda: _smooth_noise(rng, inside.shape, (2.4, 3.0, 3.0)))
     z, _, _ = _coords(sl, ct.spacing)
-    field = field / field.std() + 0.6 * (z - z.mean()) / max(float(np.ptp(z)), 1.0)  # dependent first
+    field = field + 0.6 * (z - z.mean()) / max(float(np.ptp(z)), 1.0)  # dependent first
     share = (0.25, 0.5, 0.8)[f.level_index]
     cut = np.quantile(field[inside], 1 - share)
     region = inside & (field > cut) & (ct.hu[sl] > -930)  # airways spared: air bronchograms
@@ -155,7 +170,7 @@ def consolidation(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Genera
     _blend_up(mu, sl, frac, AIRLESS_LUNG)
 
 
-def atelectasis(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generator) -> None:
+def atelectasis(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generator, seed: int) -> None:
     lobe = ct.mask(LOBES[f.site])
     sl = ct.bbox(lobe)
     inside = lobe[sl].astype(np.float32)
@@ -171,7 +186,7 @@ def atelectasis(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generato
     _blend_up(mu, sl, collapsed, AIRLESS_LUNG)
 
 
-def edema(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generator) -> None:
+def edema(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generator, seed: int) -> None:
     lungs = ct.lung(None)
     sl = ct.bbox(lungs)
     if "edema:weight" not in ct.cache:
@@ -182,8 +197,8 @@ def edema(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generator) -> 
         r = np.sqrt((z - zc) ** 2 + (y - float(np.mean(y))) ** 2 * 0.5 + (np.abs(x - xc) - 40.0) ** 2)
         ct.cache["edema:weight"] = (np.exp(-r / 75.0) * lungs[sl]).astype(np.float32)
     weight = ct.cache["edema:weight"]
-    texture = ndimage.gaussian_filter(rng.standard_normal(weight.shape).astype(np.float32), 1.5)
-    texture = 0.75 + 0.25 * texture / texture.std()
+    texture = _cached(ct, ("edema:texture", seed), lambda: _smooth_noise(rng, weight.shape, 1.5))
+    texture = 0.75 + 0.25 * texture
     hu_rise = (110.0, 200.0, 320.0)[f.level_index]
     mu[sl] += (MU_W * hu_rise / 1000.0) * (weight * texture + 0.15 * lungs[sl])
 

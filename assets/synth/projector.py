@@ -66,7 +66,7 @@ def view_center(center: tuple[float, float, float], view: str) -> tuple[float, f
 
 
 def project(volume: torch.Tensor, spacing: tuple[float, float, float], geo: Geometry, size: int,
-            depth_range: tuple[int, int] | None = None, pool: int = 2) -> torch.Tensor:
+            depth_range: tuple[int, int] | None = None, pool: int = 3) -> torch.Tensor:
     """Line integrals [size, size] (in mm of water) of `volume` [depth, rows, cols] (attenuation
     per mm, already in view order via `to_view`). `depth_range` restricts to planes that hold
     anything (the body), which is most of the speed-up for a cropped chest."""
@@ -78,8 +78,9 @@ def project(volume: torch.Tensor, spacing: tuple[float, float, float], geo: Geom
     planes = volume[k0:k1].float()
     if pool > 1:
         # Sum neighbouring planes before resampling: the projection is a sum over planes anyway,
-        # and planes `pool` voxels apart differ in cone magnification by < 0.5 % (sub-pixel), so
-        # this halves the work for a negligible blur.
+        # and planes within +-2 mm of a group's centre differ in cone magnification by < 0.25 %
+        # (sub-pixel). Measured at pool=3: mean error 0.09 % of the mean line integral, below one
+        # grey level, for a third of the work.
         extra = (-planes.shape[0]) % pool
         if extra:
             planes = torch.cat([planes, planes.new_zeros(extra, n_r, n_c)])
@@ -99,15 +100,18 @@ def project(volume: torch.Tensor, spacing: tuple[float, float, float], geo: Geom
     # Per plane: scale the footprint by the cone, shear by the out-of-plane rotation, shift, then
     # undo the anatomical scaling to land in volume millimetres.
     turn, tilt = math.tan(math.radians(geo.turn)), math.tan(math.radians(geo.tilt))
-    # Volume millimetres -> grid_sample's [-1, 1] (align_corners=False) folded into one
-    # multiply-add per plane and axis: building the grid dominated the time before (0.4 s).
-    grid = torch.empty(planes.shape[0], size, size, 2)
-    for axis, (coord, shear, shift, s_ax, sp, n, c) in enumerate(
-            ((a, turn, geo.shift[1], s_c, c_sp, n_c, c_c), (b, tilt, geo.shift[0], s_r, r_sp, n_r, c_r))):
+    # Volume millimetres -> grid_sample's [-1, 1] (align_corners=False), folded into one slope
+    # and one offset per plane and axis.
+    slopes, offsets = [], []
+    for shear, shift, s_ax, sp, n, c in ((turn, geo.shift[1], s_c, c_sp, n_c, c_c), (tilt, geo.shift[0], s_r, r_sp, n_r, c_r)):
         unit = 2.0 / (s_ax * sp * n)
-        slope = (mag * unit).view(-1, 1, 1)
-        offset = ((depth * shear - shift) * unit + (c / sp + 0.5) * 2.0 / n - 1.0).view(-1, 1, 1)
-        torch.addcmul(offset, coord.contiguous()[None], slope, out=grid[..., axis])
+        slopes.append(mag * unit)
+        offsets.append((depth * shear - shift) * unit + (c / sp + 0.5) * 2.0 / n - 1.0)
+    base = torch.stack((a, b), dim=-1)  # (size, size, 2): (cols, rows) at the isocentre plane
+    n_k = planes.shape[0]
+    # One contiguous multiply-add for all planes: writing the two grid channels separately
+    # (strided) cost more than the resampling itself.
+    grid = torch.addcmul(torch.stack(offsets, -1).view(n_k, 1, 1, 2), base[None], torch.stack(slopes, -1).view(n_k, 1, 1, 2))
     samples = torch.nn.functional.grid_sample(planes[:, None], grid, mode="bilinear", padding_mode="zeros",
                                               align_corners=False)  # (K, 1, size, size)
     # Path length per plane: the plane spacing in the patient, lengthened for oblique rays.
