@@ -3,8 +3,8 @@
 field's metrics plus change-F1. Upstream: the data assets `residual_images` (the shards) and
 `study_pairs` (pairs.parquet)."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Dagster resolves an asset's Config parameter
+# annotation at definition time, and a string "TrainRunConfig" fails to load the code location.
 import json
 from pathlib import Path
 
