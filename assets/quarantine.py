@@ -66,7 +66,10 @@ class Sieve:
         self.parts: list[pl.DataFrame] = []
 
     def drop(self, bad: pl.Expr, reason: str, detail: pl.Expr | str) -> None:
-        flagged = self.df.with_columns(bad.fill_null(True).alias("_bad"))
+        mask = self.df.select(bad.fill_null(True)).to_series()
+        if not mask.any():  # the usual case: no copy of a 377k-row table per rule
+            return
+        flagged = self.df.with_columns(mask.alias("_bad"))
         self.parts.append(rows(flagged.filter(pl.col("_bad")).drop("_bad"), self.asset, reason, detail))
         self.df = flagged.filter(~pl.col("_bad")).drop("_bad")
 

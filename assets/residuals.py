@@ -113,13 +113,14 @@ class GroupResult:
     previews: list[dict]  # a few decoded pairs for pictures: main, ref, ref_registered, residuals
 
 
-def _process_batch(batch: list[dict], cfg: ResidualConfig, pool: ThreadPoolExecutor, options):
-    def load(row):
-        try:
-            return load_preprocessed(row["main_path"], cfg, options), load_preprocessed(row["ref_path"], cfg, options)
-        except ImageError as e:
-            return e
-    loaded = list(pool.map(load, batch))
+def _load_pair(row: dict, cfg: ResidualConfig, options):
+    try:
+        return load_preprocessed(row["main_path"], cfg, options), load_preprocessed(row["ref_path"], cfg, options)
+    except ImageError as e:
+        return e
+
+
+def _process_batch(batch: list[dict], loaded: list, cfg: ResidualConfig):
     good = [(r, x) for r, x in zip(batch, loaded) if not isinstance(x, ImageError)]
     bad = [(r, x) for r, x in zip(batch, loaded) if isinstance(x, ImageError)]
     if not good:
@@ -165,10 +166,16 @@ def materialize_group(pairs: pl.DataFrame, group: str, out: Storage, cfg: Residu
     writer = ShardWriter(out, group, cfg.image_size, int(cfg.shard_max_mb * 2**20))
     qparts, previews = [], []
     rows = todo.to_dicts()
+    batches = [rows[i:i + cfg.batch_size] for i in range(0, len(rows), cfg.batch_size)]
     with ThreadPoolExecutor(max(1, cfg.workers)) as pool:
-        for start in range(0, len(rows), cfg.batch_size):
-            batch = rows[start:start + cfg.batch_size]
-            done, bad = _process_batch(batch, cfg, pool, options)
+        # Decoding of batch i+1 is queued before batch i is registered and written, so the
+        # decode threads keep working while the main thread does the rest.
+        submit = lambda b: [pool.submit(_load_pair, row, cfg, options) for row in b]  # noqa: E731
+        pending = submit(batches[0]) if batches else []
+        for i, batch in enumerate(batches):
+            loaded = [f.result() for f in pending]
+            pending = submit(batches[i + 1]) if i + 1 < len(batches) else []
+            done, bad = _process_batch(batch, loaded, cfg)
             for rec in done:
                 if len(previews) < n_previews:
                     previews.append(rec)

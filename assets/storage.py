@@ -107,7 +107,7 @@ def parquet_bytes(df: pl.DataFrame) -> bytes:
     """Deterministic parquet bytes (no timestamps in the file), so equal tables hash equal and
     DVC sees an unchanged output as unchanged."""
     buf = io.BytesIO()
-    df.write_parquet(buf, compression="zstd", statistics=False)
+    df.write_parquet(buf, compression="zstd", compression_level=1, statistics=False)
     return buf.getvalue()
 
 
