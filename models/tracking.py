@@ -142,3 +142,15 @@ def close_run(uri: str, run_id: str, *, test_metrics: dict[str, float], best_che
             mlflow_pytorch.log_model(pytorch_model=model, name="model", pip_requirements=[],
                                      serialization_format="pickle")
     client.set_terminated(run_id, status=status)
+
+
+def tagged_runs(uri: str, experiment: str, tag: str, value: str) -> list[dict]:
+    """Finished runs with tags.<tag> = value, as plain dicts (for reports such as the ablations)."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], f"tags.{tag} = '{value}' and "
+                              "attributes.status = 'FINISHED'", max_results=1000)
+    return [{"run_id": r.info.run_id, "run_name": r.info.run_name, "tags": dict(r.data.tags),
+             "metrics": dict(r.data.metrics)} for r in runs]

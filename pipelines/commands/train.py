@@ -95,6 +95,10 @@ def launch(params: dict, run_name: str | None = None, tags: dict | None = None):
 
 
 def register(app: typer.Typer) -> None:
+    from pipelines.commands import ablate
+
+    ablate.register(app)  # `spotdiff ablate` rides on train's launch(); cli.py lists modules
+
     @app.command()
     def train(
         profile: str = typer.Option(None, help="params.yaml profile (default: params' `profile`)"),

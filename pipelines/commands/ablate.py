@@ -1,0 +1,74 @@
+"""`spotdiff ablate [--profile P] [--seeds 0 1] [--variants baseline ...] [--report-only --group G]`
+
+Trains every ablation variant (models/ablation.py: baseline, +residual, +residual+RFA,
+registered vs naive residual) with the same train params and seeds through the same `launch()`
+as `spotdiff train`, tags the MLflow runs `ablation=<group>`, then writes docs/results.md and its
+bar chart from those runs (so the page can be rebuilt from MLflow alone)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import typer
+
+from pipelines.commands.common import UserError, params_for, user_errors
+from pipelines.params import deep_merge, repo_root
+
+
+def write_report(params: dict, group: str, out: Path) -> Path:
+    from models.ablation import VARIANTS, bar_chart, results_markdown, summarize
+    from models.tracking import tagged_runs
+    from pipelines.commands.train import tracking_uri
+
+    raw = tagged_runs(tracking_uri(params), params["tracking"]["experiment"], "ablation", group)
+    runs = [{"variant": r["tags"]["variant"], "seed": int(r["tags"]["seed"]), "run_id": r["run_id"],
+             "run_name": r["run_name"], "metrics": r["metrics"]}
+            for r in raw if r["tags"].get("variant") in VARIANTS]
+    if not runs:
+        raise UserError(f"no finished MLflow runs tagged ablation={group!r}")
+    summary = summarize(runs)
+    chart = out.parent / "figures" / f"ablation-{group}.png"
+    bar_chart(summary, chart)
+    t, m = params["train"], params["model"]
+    setup = (f"Setup: profile `{params['profile']}`, backbone `{m['backbone']}`, image "
+             f"{m['image_size']} px, GPT-2 {m['n_layer']}x{m['n_embd']}, {t['epochs']} epochs, "
+             f"{t['pairs_per_batch']} pairs/batch, lr {t['lr']}, {t['num_workers']} Ray workers, "
+             f"question types {params['pairs']['question_types']}.")
+    out.write_text(results_markdown(summary, runs, group, str(chart.relative_to(out.parent)), setup))
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def ablate(
+        profile: str = typer.Option(None, help="params.yaml profile"),
+        seeds: list[int] = typer.Option([0], "--seeds", help="repeatable: --seeds 0 --seeds 1"),
+        variants: list[str] = typer.Option([], "--variants", help="subset of the variants (default: all)"),
+        set_: list[str] = typer.Option([], "--set", help="override for every variant, e.g. train.epochs=3"),
+        group: str = typer.Option(None, help="ablation group id (default: a new timestamp)"),
+        report_only: bool = typer.Option(False, help="only rebuild the report from MLflow"),
+        out: Path = typer.Option(Path("docs/results.md"), help="the results page to write"),
+    ) -> None:
+        """Train the paper's ablation variants and write docs/results.md from their MLflow runs."""
+        from models.ablation import VARIANTS
+        from pipelines.commands.train import launch, parse_sets
+
+        with user_errors():
+            params = params_for(profile, parse_sets(set_) or None)
+            group = group or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+            chosen = variants or list(VARIANTS)
+            unknown = sorted(set(chosen) - set(VARIANTS))
+            if unknown:
+                raise UserError(f"--variants: unknown {unknown} (known: {list(VARIANTS)})")
+            if not report_only:
+                for seed in seeds:
+                    for name in chosen:
+                        slug = name.replace("+", "p").replace(" ", "-")
+                        p = deep_merge(params, {"model": VARIANTS[name], "train": {
+                            "seed": seed, "output_dir": f"runs/ablate/{group}/{slug}-s{seed}"}})
+                        typer.echo(f"ablation {group}: {name} seed {seed}", err=True)
+                        launch(p, f"ablate-{group}-{slug}-s{seed}",
+                               tags={"ablation": group, "variant": name, "seed": str(seed)})
+            path = write_report(params, group, repo_root() / out)
+        typer.echo(str(path))

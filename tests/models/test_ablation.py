@@ -1,0 +1,39 @@
+"""Ablation variants and the results page: python -m pytest tests/models/test_ablation.py -q"""
+
+import pytest
+
+from models.ablation import GOAL_DELTA, VARIANTS, bar_chart, results_markdown, summarize
+from models.config import ModelConfig
+
+
+def test_variants_are_valid_model_configs_and_differ_only_in_flags():
+    cfgs = {n: ModelConfig(**v) for n, v in VARIANTS.items()}
+    assert not cfgs["baseline"].use_residual and not cfgs["baseline"].use_rfa
+    assert cfgs["+residual"].use_residual and not cfgs["+residual"].use_rfa
+    assert cfgs["+residual+RFA"].use_rfa
+    assert {cfgs[n].residual_kind for n in ("+residual+RFA", "+registered residual+RFA")} == {
+        "naive", "registered"}
+    flags = {"use_residual", "use_rfa", "residual_kind"}
+    assert all(set(v) <= flags for v in VARIANTS.values())
+
+
+def _runs():
+    # baseline ~0.2, +residual+RFA ~0.35 (meets the goal), +residual ~0.25 (does not)
+    table = {"baseline": [0.2, 0.22], "+residual": [0.25, 0.27], "+residual+RFA": [0.35, 0.33]}
+    return [{"variant": v, "seed": s, "run_id": f"{v}{s}", "run_name": f"r{s}",
+             "metrics": {"test_change_f1": f1, "test_BLEU-4": f1 / 2, "val_change_f1": f1}}
+            for v, vals in table.items() for s, f1 in enumerate(vals)]
+
+
+def test_summary_means_and_goal_verdicts(tmp_path):
+    summary = summarize(_runs())
+    assert list(summary) == ["baseline", "+residual", "+residual+RFA"]  # VARIANTS order
+    mean, sd, n = summary["+residual+RFA"]["test_change_f1"]
+    assert (mean, n) == (pytest.approx(0.34), 2) and sd == pytest.approx(0.0141421, rel=1e-4)
+    chart = bar_chart(summary, tmp_path / "figures" / "a.png")
+    assert chart.stat().st_size > 0
+    md = results_markdown(summary, _runs(), "g1", "figures/a.png", "Setup: test.")
+    assert "| +residual+RFA | 2 | 0.340 ± 0.014 |" in md
+    assert f"+residual: Δ change-F1 = {0.26 - 0.21:+.3f} vs baseline (not met)" in md
+    assert f"+residual+RFA: Δ change-F1 = {0.34 - 0.21:+.3f} vs baseline (met)" in md
+    assert 0.34 - 0.21 >= GOAL_DELTA > 0.26 - 0.21
