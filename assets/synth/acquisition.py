@@ -36,7 +36,6 @@ class Thorax:
     """Where the chest is in the CT (mm on the canonical grid): the collimation target."""
 
     center: tuple[float, float, float]
-    top: float  # the CT's first slice with tissue, z mm
     half_width: float  # x mm from center to the CT's side edge
 
 
@@ -45,7 +44,7 @@ def thorax_of(ct: ChestCT) -> Thorax:
     sp = ct.spacing
     centre = tuple(((s.start + s.stop - 1) / 2) * d for s, d in zip(sl, sp))
     half_width = min(centre[2], (ct.shape[2] - 1) * sp[2] - centre[2])
-    return Thorax(center=centre, top=0.0, half_width=half_width)  # type: ignore[arg-type]
+    return Thorax(center=centre, half_width=half_width)  # type: ignore[arg-type]
 
 
 def sample_geometry(rng: np.random.Generator, thorax: Thorax, anatomy: Anatomy, view: str) -> Geometry:
