@@ -60,19 +60,31 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timed_steps(step_module, batch, steps: int, warmup: int, between=None) -> list[float]:
-    """Seconds per optimizer step (after warmup); `between(i)` runs after each timed step
-    (Ray's per-step report in the Ray variant)."""
+def timed_steps(step_module, batch, steps: int, warmup: int, between=None) -> dict[str, list[float]]:
+    """Wall and process-CPU seconds per optimizer step (after warmup); `between(i)` runs after
+    each timed step (Ray's per-step report in the Ray variant). CPU seconds are what a step costs
+    on idle cores; wall seconds also carry whatever else the machine is doing."""
     from models.train_loop import lr_lambda, train_step
 
     opt = torch.optim.AdamW(step_module.parameters(), lr=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(0, steps + warmup))
-    times = []
+    out: dict[str, list[float]] = {"wall": [], "cpu": []}
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         train_step(step_module, batch, opt, sched, 1.0, None)
         if between is not None and i >= warmup:
             between(i)
         if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return times
+            out["wall"].append(time.perf_counter() - t0)
+            out["cpu"].append(time.process_time() - c0)
+    return out
+
+
+def merge(*runs: dict[str, list[float]]) -> dict[str, list[float]]:
+    return {k: [v for r in runs for v in r[k]] for k in ("wall", "cpu")}
+
+
+def medians(t: dict[str, list[float]]) -> dict[str, float]:
+    import statistics
+
+    return {f"{k}_s_median": statistics.median(v) for k, v in t.items() if v}

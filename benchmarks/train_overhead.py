@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 from pathlib import Path
 
@@ -20,7 +19,8 @@ import pipelines.env  # noqa: F401  (telemetry off first)
 
 import torch
 
-from benchmarks.common import build, model_config, peak_rss_mb, synthetic_batch, timed_steps
+from benchmarks.common import (build, medians, merge, model_config, peak_rss_mb, synthetic_batch,
+                               timed_steps)
 
 REPO = str(Path(__file__).resolve().parents[1])
 
@@ -32,8 +32,7 @@ def plain(cfg: dict, args) -> dict:
     torch.set_num_threads(args.threads)
     step = PairsForward(build(cfg))
     batch = synthetic_batch(cfg, args.pairs, args.questions)
-    times = timed_steps(step, batch, args.steps, args.warmup)
-    return {"step_s_median": statistics.median(times), "step_s_mean": statistics.mean(times),
+    return {**medians(timed_steps(step, batch, args.steps, args.warmup)),
             "peak_rss_mb": peak_rss_mb()}
 
 
@@ -56,14 +55,13 @@ def _ray_worker(config: dict) -> None:
     plain_t, ray_t = [], []
     block = max(1, config["steps"] // config["rounds"])
     for r in range(config["rounds"]):
-        ray_t += timed_steps(prepared, batch, block, config["warmup"] if r == 0 else 0,
-                             between=lambda i: ray.train.report({"i": i}))
+        ray_t.append(timed_steps(prepared, batch, block, config["warmup"] if r == 0 else 0,
+                                 between=lambda i: ray.train.report({"i": i})))
         if ctx.get_world_size() == 1:  # a bare step under DDP would desync the ranks
-            plain_t += timed_steps(bare, batch, block, 0)
+            plain_t.append(timed_steps(bare, batch, block, 0))
     # Ray Train V2 keeps only metrics reported with a checkpoint; a file is simpler here.
     Path(config["out"]).with_suffix(f".rank{ctx.get_world_rank()}.json").write_text(json.dumps({
-        "step_s_median": statistics.median(ray_t), "step_s_mean": statistics.mean(ray_t),
-        "plain_in_worker_step_s_median": statistics.median(plain_t) if plain_t else None,
+        "ray": medians(merge(*ray_t)), "plain_in_worker": medians(merge(*plain_t)) if plain_t else None,
         "peak_rss_mb": peak_rss_mb(), "world": ctx.get_world_size()}))
 
 
@@ -87,7 +85,7 @@ def on_ray(cfg: dict, args, workers: int, threads: int) -> dict:
     trainer.fit()
     ranks = [json.loads(out.with_suffix(f".rank{r}.json").read_text()) for r in range(workers)]
     # the slowest rank sets the pace of synchronous DDP
-    m = max(ranks, key=lambda r: r["step_s_median"])
+    m = max(ranks, key=lambda r: r["ray"]["wall_s_median"])
     m["peak_rss_mb_per_worker"] = [r["peak_rss_mb"] for r in ranks]
     m["fit_wall_s"] = time.perf_counter() - t0
     return m
@@ -116,15 +114,17 @@ def main() -> None:
              runtime_env={"env_vars": {"PYTHONPATH": REPO}})
     res["ray_1w"] = on_ray(cfg, args, 1, args.threads)
     r1 = res["ray_1w"]
-    res["overhead_pct_vs_plain_process"] = 100 * (r1["step_s_median"] / res["plain"]["step_s_median"] - 1)
-    res["overhead_pct_interleaved"] = 100 * (r1["step_s_median"] / r1["plain_in_worker_step_s_median"] - 1)
+    for k in ("wall", "cpu"):
+        key = f"{k}_s_median"
+        res[f"overhead_pct_{k}_vs_plain_process"] = 100 * (r1["ray"][key] / res["plain"][key] - 1)
+        res[f"overhead_pct_{k}_interleaved"] = 100 * (r1["ray"][key] / r1["plain_in_worker"][key] - 1)
     res["load_average"] = os.getloadavg()
     if args.threads >= 2:
         res["ray_2w"] = on_ray(cfg, args, 2, args.threads // 2)
         q = args.pairs * args.questions
         res["throughput_q_per_s"] = {
-            "1 worker x %d threads" % args.threads: q / res["ray_1w"]["step_s_median"],
-            "2 workers x %d threads" % (args.threads // 2): 2 * q / res["ray_2w"]["step_s_median"]}
+            "1 worker x %d threads" % args.threads: q / res["ray_1w"]["ray"]["wall_s_median"],
+            "2 workers x %d threads" % (args.threads // 2): 2 * q / res["ray_2w"]["ray"]["wall_s_median"]}
     ray.shutdown()
     text = json.dumps(res, indent=2)
     print(text)
