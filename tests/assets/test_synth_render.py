@@ -61,7 +61,8 @@ def test_projector_places_a_point_where_the_geometry_says():
     r, c = np.unravel_index(int(img.argmax()), img.shape)
     # Plane at depth 0 relative to the isocentre: magnification 1, 1 px = 1 mm.
     assert abs(r - (10 * 2.0 - 25 * 2.0 + 50)) <= 1 and abs(c - (45 * 2.0 - 30 * 2.0 + 50)) <= 1
-    assert img.sum().item() == pytest.approx(2.0 * (100 / 100) ** 0 * 4, rel=0.05)  # 2 mm path, 2x2 mm voxel over 1 mm px
+    # Total signal: value 1 x 2 mm path x a 2x2 mm voxel footprint over 1 mm^2 pixels.
+    assert img.sum().item() == pytest.approx(1.0 * 2.0 * 4, rel=0.05)
 
 
 def _digest(root):

@@ -4,9 +4,12 @@ studies of the same subject."""
 
 import json
 
+import re
+
 import polars as pl
 
 from assets.diffvqa.grammar import ChangeSet, parse_answer
+from assets.diffvqa.vocabulary import LOCATION_WORDS
 
 
 def _load(root):
@@ -75,3 +78,13 @@ def test_mimic_all_matches_ground_truth(smoke_dataset):
         assert (r["No Finding"] == 1.0) == (not names)
         if "pleural effusion" in names:
             assert r["Pleural Effusion"] in (1.0, -1.0)
+
+
+def test_area_questions_use_location_words_and_never_bare_bilateral(smoke_dataset):
+    pairs = pl.read_csv(smoke_dataset / "medical-diff-vqa" / "mimic_pair_questions.csv")
+    area = pairs.filter(pl.col("question").str.starts_with("what has changed in the "))
+    assert area.height > 0
+    for q in area["question"]:
+        m = re.fullmatch(r"what has changed in the (.+) area\?", q)
+        assert m and m[1] != "bilateral", q
+        assert set(m[1].split()) <= set(LOCATION_WORDS), q
