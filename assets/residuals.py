@@ -201,7 +201,23 @@ def materialize_group(pairs: pl.DataFrame, group: str, out: Storage, cfg: Residu
 
 def write_root_manifest(out: Storage, image_size: int) -> dict:
     """The manifest training reads (assets.shards.read_manifest): every group's shards, rebuilt
-    from the group manifests on disk so groups materialised in separate runs all appear."""
+    from the group manifests on disk so groups materialised in separate runs all appear.
+
+    Partitions may run in parallel (a Dagster backfill): on a local root an exclusive lock makes
+    read-all-then-write one step, so a run cannot overwrite the root manifest with a list that
+    misses a group another run just finished. (Object stores have no lock; the next partition's
+    run, or `spotdiff residuals`, rebuilds the list from the group manifests.)"""
+    if out.is_local:
+        import fcntl
+
+        out.fs.makedirs(out.root, exist_ok=True)
+        with open(out.fs._strip_protocol(out.url(".manifest.lock")), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return _write_root_manifest(out, image_size)
+    return _write_root_manifest(out, image_size)
+
+
+def _write_root_manifest(out: Storage, image_size: int) -> dict:
     shards, groups = [], {}
     for g in GROUPS:
         path = f"{group_dir(g)}/{MANIFEST_NAME}"
