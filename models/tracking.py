@@ -86,6 +86,10 @@ class MlflowTracker:
         mlflow.end_run(status=status)
 
 
+def fail_run(uri: str, run_id: str) -> None:
+    MlflowClient(uri).set_terminated(run_id, status="FAILED")
+
+
 def plot_loss_curve(client: MlflowClient, run_id: str, path: str | Path) -> Path:
     import matplotlib
 

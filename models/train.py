@@ -193,7 +193,12 @@ def fit(train_cfg: TrainConfig, model_cfg: dict, data: DataSpec, scaling: Scalin
                 num_to_keep=run.num_to_keep, checkpoint_score_attribute=train_cfg.select_metric,
                 checkpoint_score_order=train_cfg.select_mode)),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception:
+        if run_id:  # the run must not stay RUNNING forever in the MLflow UI
+            trk.fail_run(tracking.uri, run_id)
+        raise
     best_ckpt, val_metrics = _best(result, train_cfg)
     best_dir = out / "best"
     shutil.rmtree(best_dir, ignore_errors=True)
