@@ -237,6 +237,10 @@ def train(cfg: TrainConfig, model_cfg: dict, data: DataSpec, rt: Runtime) -> ckp
                     "train/l_con": losses["l_con"], "train/lr": scheduler.get_last_lr()[0],
                     "train/samples_per_s": q_last / max(now - t_last, 1e-9),
                     "train/epoch": epoch + 1}, state.step)
+                if rt.rank == 0:  # progress line; Ray forwards worker stdout to the driver
+                    print(f"[epoch {epoch + 1}/{cfg.epochs}] step {state.step}/{steps * cfg.epochs} "
+                          f"loss {losses['loss']:.4f} (l_gen {losses['l_gen']:.4f}, "
+                          f"l_con {losses['l_con']:.4f})", flush=True)
                 t_last, q_last = now, 0
             if cfg.fail_after_steps and rt.resume_dir is None and state.step == cfg.fail_after_steps:
                 raise RuntimeError(f"injected failure at step {state.step} (fail_after_steps)")
@@ -247,6 +251,8 @@ def train(cfg: TrainConfig, model_cfg: dict, data: DataSpec, rt: Runtime) -> ckp
             val, records = validate(bare, data, cfg, model_cfg, tokenizer, rt.device)
             metrics.update(val)
             rt.tracker.log_metrics(val, state.step)
+            print(f"[epoch {state.epoch}/{cfg.epochs}] validation: "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in sorted(val.items())), flush=True)
             rt.tracker.log_records(records[:50], f"val_predictions/epoch_{state.epoch:03d}.json")
             value = val.get(cfg.select_metric)
             if value is not None and _better(value, state.best_metric, cfg.select_mode):
