@@ -55,7 +55,9 @@ def sample_geometry(rng: np.random.Generator, thorax: Thorax, anatomy: Anatomy, 
     fov = rng.uniform(265, 290)
     max_mag = (sod + 90.0) / sod
     # Volume mm = patient mm / scale, so a narrower patient needs a narrower field.
-    fov = min(fov, 2 * (cz - 12.0) * anatomy.scale[0] / max_mag, 2 * (thorax.half_width - 12.0) * anatomy.scale[2] / max_mag)
+    # (The lateral's horizontal axis is the chest's depth; the CT's y extent is as wide as its x.)
+    side_scale = anatomy.scale[2] if view != "LATERAL" else anatomy.scale[1]
+    fov = min(fov, 2 * (cz - 12.0) * anatomy.scale[0] / max_mag, 2 * (thorax.half_width - 12.0) * side_scale / max_mag)
     return Geometry(
         view=view, center=(cz + rng.uniform(-6, 6), cy, cx + rng.uniform(-4, 4)), fov=float(fov), sod=float(sod),
         turn=anatomy.turn + float(rng.normal(0, 1.5)), tilt=anatomy.tilt + float(rng.normal(0, 1.5)),

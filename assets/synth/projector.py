@@ -31,7 +31,8 @@ class Geometry:
     fov: field of view at the isocentre plane (the detector's size divided by magnification).
     sod: source-to-isocentre distance. turn/tilt/roll: rotation about the vertical axis, about the
     horizontal image axis, and in the image plane. shift: (rows, cols) offset of the patient in mm.
-    scale: (z, depth, width-of-image) anatomical scaling of the patient about `center`."""
+    scale: (z, y, x) anatomical scaling of the patient about `center` (height, chest depth,
+    chest width), whatever the view."""
 
     view: str
     center: tuple[float, float, float]
@@ -72,7 +73,7 @@ def project(volume: torch.Tensor, spacing: tuple[float, float, float], geo: Geom
     anything (the body), which is most of the speed-up for a cropped chest."""
     d_sp, r_sp, c_sp = view_spacing(spacing, geo.view)
     c_d, c_r, c_c = view_center(geo.center, geo.view)
-    s_r, s_d, s_c = geo.scale[0], geo.scale[1], geo.scale[2]
+    s_d, s_r, s_c = view_center(geo.scale, geo.view)  # (z, y, x) -> (depth, rows, cols), like centres
     n_d, n_r, n_c = volume.shape
     k0, k1 = depth_range or (0, n_d)
     planes = volume[k0:k1].float()
