@@ -133,9 +133,10 @@ def pneumothorax(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generat
     air = inside & (depth < gap)
     line = inside & ~air & (depth < gap + 2.5) & (gap > 2.0)
     cur = mu[sl]
-    out = np.where(air, 0.0, cur)
-    out = np.where(line, np.maximum(cur, MU_W * 0.6), out)  # the visceral pleural line
-    mu[sl] = ndimage.gaussian_filter(out, 0.5) * inside + cur * ~inside
+    target = np.where(air, 0.0, np.where(line, np.maximum(cur, MU_W * 0.6), cur))  # + visceral pleural line
+    # Soft edges, but only around the air and the line: the rest of the lung keeps its texture.
+    w = ndimage.gaussian_filter((air | line).astype(np.float32), 0.7) * inside
+    mu[sl] = cur * (1 - w) + target * w
 
 
 def lung_opacity(mu: np.ndarray, ct: ChestCT, f: Finding, rng: np.random.Generator, seed: int) -> None:
