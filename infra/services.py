@@ -54,6 +54,11 @@ SERVICES = {s.name: s for s in (
     Service("dagster-code", 4000, IMAGE),     # the user-code gRPC server (pipelines.definitions)
 )}
 
+# A driver outside the Ray cluster (a Dagster run container or pod) connects through Ray Client:
+# RAY_ADDRESS=ray://ray-head:10001. On a Ray node itself (the local stack, a RayJob entrypoint)
+# the GCS address ray-head:6379 is used instead.
+RAY_CLIENT_PORT = 10001
+
 # SeaweedFS's internal ports (master, volume, filer) behind the S3 gateway; gRPC is each + 10000.
 SEAWEEDFS_PORTS = {"master": 9333, "volume": 8080, "filer": 8888}
 

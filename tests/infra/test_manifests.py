@@ -55,7 +55,8 @@ CLIENT_ENV = {
     S.ENV["s3_endpoint"]: url("s3"),
     S.ENV["s3_region"]: S.REGION,
     S.ENV["mlflow_tracking"]: url("mlflow"),
-    S.ENV["ray_address"]: url("ray-head", scheme=""),
+    # Dagster runs are not Ray nodes: Ray Client, not the GCS address.
+    S.ENV["ray_address"]: f"ray://ray-head:{S.RAY_CLIENT_PORT}",
 }
 
 
@@ -101,6 +102,7 @@ def test_compose_services_ports_images(compose):
     assert f"s3://{S.BUCKET}/{S.PREFIX['mlflow']}" in cmd["mlflow"]
     assert f"-s3.port={S.SERVICES['s3'].port}" in cmd["s3"]
     assert f"--port={S.SERVICES['ray-head'].port}" in cmd["ray-head"]
+    assert f"--ray-client-server-port={S.RAY_CLIENT_PORT}" in cmd["ray-head"]
     assert f"--address={url('ray-head', '')}" in cmd["ray-worker"]
     assert cmd["dagster-code"][cmd["dagster-code"].index("-p") + 1] == str(S.SERVICES["dagster-code"].port)
     assert cmd["dagster-webserver"][cmd["dagster-webserver"].index("-p") + 1] == \
@@ -177,6 +179,7 @@ def test_rayjob_matches(rayjob):
             assert env[S.ENV["s3_endpoint"]] == url("s3") and env[S.ENV["mlflow_tracking"]] == url("mlflow")
     head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert {"containerPort": S.SERVICES["ray-head"].port, "name": "gcs"} in head["ports"]
+    assert {"containerPort": S.RAY_CLIENT_PORT, "name": "client"} in head["ports"]
     # The entrypoint's --set keys exist in params.yaml, and checkpoints go to the ray prefix.
     words = shlex.split(rayjob["spec"]["entrypoint"])
     assert words[:2] == ["spotdiff", "train"]
