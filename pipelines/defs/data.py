@@ -19,7 +19,8 @@ import polars as pl
 
 from assets import prepare, validation
 from assets.quarantine import reason_counts
-from assets.residuals import GROUPS, preview_grid, read_group_back, write_root_manifest, materialize_group
+from assets.residuals import GROUPS, materialize_group, preview_grid, read_group_back, write_root_manifest
+from assets.shards import SHARD_SCHEMA
 from assets.storage import frame_hash
 from pipelines.resources import GreatExpectationsResource, SpotdiffParams, residual_config, storage_for
 
@@ -34,11 +35,18 @@ def _preview_md(df: pl.DataFrame, n: int = 5, width: int = 40) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def _schema(df: pl.DataFrame) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(n, str(t)) for n, t in df.schema.items() if not n.startswith("_")])
+
+
+# The shard contract of assets/shards.py, shown on residual_images.
+SHARD_TABLE_SCHEMA = dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in SHARD_SCHEMA])
+
+
 def _table_result(df: pl.DataFrame, counts: dict, path: str, quarantined: pl.DataFrame | None = None) -> dg.MaterializeResult:
-    schema = dg.TableSchema(columns=[dg.TableColumn(n, str(t)) for n, t in df.schema.items() if not n.startswith("_")])
     meta = {
         "dagster/row_count": df.height,
-        "dagster/column_schema": schema,
+        "dagster/column_schema": _schema(df),
         "path": dg.MetadataValue.path(path),
         "preview": dg.MetadataValue.md(_preview_md(df)),
         **{k: v for k, v in counts.items()},
@@ -91,7 +99,8 @@ def quarantine(params: SpotdiffParams) -> dg.MaterializeResult:
     by_asset = (table.group_by("asset", "reason").len().sort("asset", "reason") if table.height
                 else pl.DataFrame(schema={"asset": pl.String, "reason": pl.String, "len": pl.UInt32}))
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": table.height, "path": dg.MetadataValue.path(prepared.url(prepare.QUARANTINE)),
+        "dagster/row_count": table.height, "dagster/column_schema": _schema(table),
+        "path": dg.MetadataValue.path(prepared.url(prepare.QUARANTINE)),
         "by_asset_and_reason": dg.MetadataValue.md(_preview_md(by_asset, n=100, width=80)),
         "preview": dg.MetadataValue.md(_preview_md(table)), **meta,
     }, data_version=dg.DataVersion(frame_hash(table)))
@@ -114,7 +123,7 @@ def residual_images(context: dg.AssetExecutionContext, params: SpotdiffParams, g
     stats, previews = read_group_back(out, group)
     m = res.manifest
     meta = {
-        "dagster/row_count": m["rows_out"], "rows_in": m["rows_in"], "rows_out": m["rows_out"],
+        "dagster/row_count": m["rows_out"], "dagster/column_schema": SHARD_TABLE_SCHEMA, "rows_in": m["rows_in"], "rows_out": m["rows_out"],
         "rows_quarantined": m["rows_quarantined"], "shards": len(m["shards"]), "up_to_date": res.skipped,
         "quarantine_reasons": dg.MetadataValue.json(reason_counts(res.quarantine)),
         "path": dg.MetadataValue.path(out.url(f"group={group}")), "image_size": cfg.image_size,
@@ -171,7 +180,7 @@ def study_pairs_subject_disjoint(params: SpotdiffParams, gx: GreatExpectationsRe
                 description="Accounting: for every table asset, rows in = rows out + rows quarantined.")
 def quarantine_accounts(params: SpotdiffParams) -> dg.AssetCheckResult:
     prepared = params.storage("prepared_root")
-    table, _ = pl.read_parquet(prepared.read_bytes(prepare.QUARANTINE)), None
+    table = prepared.read_parquet(prepare.QUARANTINE)
     rows = {}
     ok = True
     for asset, file in (("mimic_images", prepare.IMAGES), ("diffvqa_questions", prepare.QUESTIONS),
