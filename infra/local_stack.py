@@ -300,10 +300,14 @@ class Stack:
                f"--object-manager-port={base + 105}", "--object-store-memory=200000000"]
         if head:
             cmd += ["--head", f"--port={self.port('ray-head')}", "--include-dashboard=false",
-                    f"--ray-client-server-port={base + 106}"]
+                    f"--ray-client-server-port={self.ray_client_port()}"]
         else:
             cmd += [f"--address={HOST}:{self.port('ray-head')}"]
         self.spawn(name, cmd)
+
+    def ray_client_port(self) -> int:
+        """Ray Client (ray://), for drivers that are not Ray nodes, as Dagster runs in compose."""
+        return S.RAY_CLIENT_PORT + self.offset
 
     def ray_temp(self) -> Path:
         # Ray puts unix sockets under it: keep the path short (sun_path is 107 bytes).

@@ -35,6 +35,7 @@ def free_offset() -> int:
         ports = [s.port + offset for s in S.SERVICES.values() if s.port]
         ports += [p + offset + d for p in S.SEAWEEDFS_PORTS.values() for d in (0, 10000)]
         ports += [offset + 1000 + i for i in range(0, 400, 7)]  # Ray's worker/agent ranges
+        ports.append(S.RAY_CLIENT_PORT + offset)
         if not any(local_stack.port_open(p) for p in ports):
             return offset
     pytest.fail("no free port range for the local stack")
@@ -189,6 +190,18 @@ def test_ray_cluster_has_two_nodes_and_tasks_reach_s3(stack):
     s3 = stack.s3_client()
     for i, node in enumerate(ran_on):
         assert s3.get_object(Bucket=S.BUCKET, Key=f"probe/ray-{i}")["Body"].read().decode() == node
+
+
+def test_ray_client_for_drivers_that_are_not_ray_nodes(stack):
+    """compose and Helm give Dagster runs RAY_ADDRESS=ray://...: the Ray Client path works."""
+    import ray
+    ray.init(f"ray://127.0.0.1:{stack.ray_client_port()}", logging_level="ERROR")
+    try:
+        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        node = ray.get(ray.remote(lambda: ray.get_runtime_context().get_node_id()).remote(), timeout=120)
+    finally:
+        ray.shutdown()
+    assert len(alive) == 2 and node in alive  # the task ran on a node of the stack's cluster
 
 
 def graphql(stack, query: str, variables: dict | None = None) -> dict:
