@@ -29,6 +29,11 @@ PREFIX = {
     "dvc": "dvc",            # the DVC remote
 }
 
+# The shared work volume (compose volume / Kubernetes ReadWriteMany PVC) at the repo's data/: the
+# training input pipeline reads residual shards from a local path (docs/deploy.md, "Limits").
+DATA_VOLUME = "spotdiff-data"
+DATA_MOUNT = "/opt/spotdiff/data"
+
 # Postgres databases, one per consumer.
 DATABASES = ("mlflow", "dagster")
 PG_USER = "spotdiff"

@@ -207,3 +207,19 @@ def test_local_stack_uses_the_same_names(tmp_path):
     assert ws["port"] == S.SERVICES["dagster-code"].port + 1000 and ws["host"] == "127.0.0.1"
     # The stack dir is gitignored: generated credentials never reach git.
     assert f"/{S.DEFAULT_STACK_DIR}/" in (REPO / ".gitignore").read_text().splitlines()
+
+
+def test_one_shared_data_volume_everywhere(compose, helm, rayjob):
+    """Dagster runs write shards where the Ray nodes read them: same volume, same mount path."""
+    mount = f"{S.DATA_VOLUME}:{S.DATA_MOUNT}"
+    for name in ("dagster-code", "ray-head", "ray-worker"):
+        assert mount in compose["services"][name]["volumes"], name
+    assert S.DATA_VOLUME in compose["volumes"]
+    k8s = helm["runLauncher"]["config"]["k8sRunLauncher"]
+    pods = [k8s] + [{"volumes": t["spec"]["volumes"], "volumeMounts": t["spec"]["containers"][0]["volumeMounts"]}
+                    for t in [rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]]
+                    + [g["template"] for g in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]]]
+    for pod in pods:
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
+        assert [(m["mountPath"], claims[m["name"]]) for m in pod["volumeMounts"]] == \
+            [(S.DATA_MOUNT, S.DATA_VOLUME)]
