@@ -27,6 +27,7 @@ class ModelConfig:
     use_rfa: bool = True              # residual feature alignment loss L_con (needs use_residual)
     residual_kind: str = "naive"      # "naive" | "registered": which shard column training feeds
     rfa_weight: float = 1.0           # λ in L_gen + λ·L_con
+    rfa_stop_grad: bool = False       # True: L_con trains the residual branch only (docs/model.md)
     dropout: float = 0.1
     pretrained_resnet: str | None = None  # local torchvision state_dict (.pth) for E_I and E_R
     pretrained_gpt2: str | None = None    # local GPT-2 folder (save_pretrained layout)

@@ -40,12 +40,12 @@ def greedy(gpt, emb, mask, eos_id: int, max_new_tokens: int, banned: tuple[int, 
     logp, cache = _step(gpt, emb, mask, None, banned)
     done = torch.zeros(Q, dtype=torch.bool, device=emb.device)
     tokens = []
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         nxt = logp.argmax(dim=-1).masked_fill(done, eos_id)  # (Q,)
         tokens.append(nxt)
         done |= nxt == eos_id
-        if done.all():
-            break
+        if done.all() or step == max_new_tokens - 1:  # no feed after the last token: its
+            break                                      # position may be past the table
         mask = torch.cat([mask, mask.new_ones(Q, 1)], dim=1)
         logp, cache = _step(gpt, wte(nxt)[:, None], mask, cache, banned)
     return _trim(torch.stack(tokens, dim=1), eos_id)
@@ -74,7 +74,7 @@ def beam_search(gpt, emb, mask, eos_id: int, max_new_tokens: int, num_beams: int
     eos_only = torch.full((V,), float("-inf"), device=device)
     eos_only[eos_id] = 0.0
     rows = torch.arange(Q, device=device)[:, None]  # (Q, 1)
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         logp = logp.view(Q, B, V).where(~done[..., None], eos_only)  # (Q, B, V)
         cand = (scores[..., None] + logp).view(Q, B * V)
         scores, idx = cand.topk(B, dim=1)  # (Q, B)
@@ -82,7 +82,7 @@ def beam_search(gpt, emb, mask, eos_id: int, max_new_tokens: int, num_beams: int
         lengths = lengths[rows, beam] + (~done[rows, beam]).float()
         done = done[rows, beam] | (tok == eos_id)
         seqs = torch.cat([seqs[rows, beam], tok[..., None]], dim=2)  # (Q, B, t)
-        if done.all():
+        if done.all() or step == max_new_tokens - 1:
             break
         cache.reorder_cache((rows * B + beam).view(-1))
         mask = torch.cat([mask, mask.new_ones(Q * B, 1)], dim=1)

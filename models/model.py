@@ -36,14 +36,21 @@ class PairFeatures:
         return torch.cat(parts, dim=1)  # (P, n_prefix, n_embd)
 
 
-def rfa_loss(ref: torch.Tensor, main: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+def rfa_loss(ref: torch.Tensor, main: torch.Tensor, residual: torch.Tensor,
+             stop_grad: bool = False) -> torch.Tensor:
     """L_con = ‖f_ref − f_main − f_R‖², the paper's sign, with f = the projected tokens of each
     image mean-pooled over the n_queries tokens: (P, n_queries, D) -> (P, D). The squared norm is
     divided by D and averaged over pairs (an MSE), so λ does not scale with the decoder width.
     The residual input is main − ref, so this asks E_R to produce −(f_main − f_ref); a learned
-    linear map absorbs the sign, so we keep the paper's formula as written."""
+    linear map absorbs the sign, so we keep the paper's formula as written.
+
+    stop_grad detaches f_ref − f_main: the image branch is then a fixed target and L_con cannot be
+    lowered by making the image features alike (their collapse is L_con's trivial minimum)."""
     f_ref, f_main, f_res = ref.mean(dim=1), main.mean(dim=1), residual.mean(dim=1)  # (P, D) each
-    return (f_ref - f_main - f_res).pow(2).mean()
+    target = f_ref - f_main
+    if stop_grad:
+        target = target.detach()
+    return (target - f_res).pow(2).mean()
 
 
 class ReAl(nn.Module):
@@ -113,7 +120,7 @@ class ReAl(nn.Module):
         # paper §2.1: L_gen = −(1/T) Σ_t log p(a_t | a_<t) per answer, then the batch mean
         l_gen = (nll.sum(dim=1) / answer_mask.sum(dim=1).clamp(min=1)).mean()
         if self.cfg.use_rfa:
-            l_con = rfa_loss(feats.ref, feats.main, feats.residual)
+            l_con = rfa_loss(feats.ref, feats.main, feats.residual, self.cfg.rfa_stop_grad)
         else:
             l_con = torch.zeros((), device=l_gen.device)
         return {"loss": l_gen + self.cfg.rfa_weight * l_con, "l_gen": l_gen, "l_con": l_con}

@@ -91,3 +91,17 @@ def test_enough_beams_is_exhaustive_search():
             return lp / len(seq)  # length counts the eos, as in beam_search
         best = max(candidates, key=score)
         assert got[i] == [t for t in best if t != EOS]
+
+
+@torch.no_grad()
+def test_longest_question_and_answer_fit_the_position_table():
+    # an untrained model rarely says eos, so it runs to max_new_tokens = max_answer_len
+    model = tiny_model(vocab_size=40)
+    S, Lq = model.cfg.image_size, model.cfg.max_question_len
+    main = torch.rand(1, 1, S, S)
+    feats = model.encode_pairs(main, main, main * 0)
+    q = torch.randint(3, 40, (1, Lq))
+    for beams in (1, 2):
+        out = model.generate(feats, torch.tensor([0]), q, torch.ones_like(q),
+                             max_new_tokens=model.cfg.max_answer_len, num_beams=beams)
+        assert len(out[0]) <= model.cfg.max_answer_len
