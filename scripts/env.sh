@@ -7,3 +7,6 @@ export RAY_USAGE_STATS_ENABLED=0 MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=
   RAY_AUTH_MODE=disabled DO_NOT_TRACK=1
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"
 mkdir -p "$DAGSTER_HOME"
+# Dagster reads its telemetry switch only from dagster.yaml (DAGSTER_DISABLE_TELEMETRY is not
+# consulted by `dagster dev`), so a fresh DAGSTER_HOME gets one; an existing file is left alone.
+[ -f "$DAGSTER_HOME/dagster.yaml" ] || printf 'telemetry:\n  enabled: false\n' > "$DAGSTER_HOME/dagster.yaml"
