@@ -46,7 +46,8 @@ def rfa_loss(ref: torch.Tensor, main: torch.Tensor, residual: torch.Tensor,
 
     stop_grad detaches f_ref − f_main: the image branch is then a fixed target and L_con cannot be
     lowered by making the image features alike (their collapse is L_con's trivial minimum)."""
-    f_ref, f_main, f_res = ref.mean(dim=1), main.mean(dim=1), residual.mean(dim=1)  # (P, D) each
+    # float32: under bf16 autocast a squared-error mean loses digits the loss curve needs
+    f_ref, f_main, f_res = (t.float().mean(dim=1) for t in (ref, main, residual))  # (P, D) each
     target = f_ref - f_main
     if stop_grad:
         target = target.detach()
