@@ -68,12 +68,14 @@ def timed_steps(step_module, batch, steps: int, warmup: int, between=None) -> di
 
     opt = torch.optim.AdamW(step_module.parameters(), lr=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(0, steps + warmup))
-    out: dict[str, list[float]] = {"wall": [], "cpu": []}
+    out: dict[str, list[float]] = {"wall": [], "cpu": [], "hook": []}
     for i in range(warmup + steps):
         t0, c0 = time.perf_counter(), time.process_time()
         train_step(step_module, batch, opt, sched, 1.0, None)
         if between is not None and i >= warmup:
+            h0 = time.perf_counter()
             between(i)
+            out["hook"].append(time.perf_counter() - h0)
         if i >= warmup:
             out["wall"].append(time.perf_counter() - t0)
             out["cpu"].append(time.process_time() - c0)
@@ -81,7 +83,7 @@ def timed_steps(step_module, batch, steps: int, warmup: int, between=None) -> di
 
 
 def merge(*runs: dict[str, list[float]]) -> dict[str, list[float]]:
-    return {k: [v for r in runs for v in r[k]] for k in ("wall", "cpu")}
+    return {k: [v for r in runs for v in r[k]] for k in ("wall", "cpu", "hook")}
 
 
 def medians(t: dict[str, list[float]]) -> dict[str, float]:
