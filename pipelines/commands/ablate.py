@@ -15,6 +15,8 @@ import typer
 from pipelines.commands.common import UserError, params_for, user_errors
 from pipelines.params import deep_merge, repo_root
 
+NOTES_MARKER = "<!-- analysis: hand-written, kept when the page is regenerated -->"
+
 
 def write_report(params: dict, group: str, out: Path) -> Path:
     from models.ablation import VARIANTS, bar_chart, results_markdown, summarize
@@ -35,7 +37,11 @@ def write_report(params: dict, group: str, out: Path) -> Path:
              f"{m['image_size']} px, GPT-2 {m['n_layer']}x{m['n_embd']}, {t['epochs']} epochs, "
              f"{t['pairs_per_batch']} pairs/batch, lr {t['lr']}, {t['num_workers']} Ray workers, "
              f"question types {params['pairs']['question_types']}.")
-    out.write_text(results_markdown(summary, runs, group, str(chart.relative_to(out.parent)), setup))
+    page = results_markdown(summary, runs, group, str(chart.relative_to(out.parent)), setup)
+    # Hand-written analysis below the marker survives regeneration.
+    if out.exists() and NOTES_MARKER in out.read_text():
+        page += "\n" + NOTES_MARKER + out.read_text().split(NOTES_MARKER, 1)[1]
+    out.write_text(page)
     return out
 
 
