@@ -49,14 +49,38 @@ class Ingested:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+# A byte sequence that is not UTF-8 (a latin-1 export, say) is read as U+FFFD, "lossy", so the
+# bad rows are quarantined with their line instead of the whole file failing to parse.
+REPLACEMENT_CHAR = "\ufffd"
+
+
 def _scan(store: Storage, name: str, required: tuple[str, ...]) -> pl.LazyFrame:
     if not store.exists(name):
         raise FileNotFoundError(f"{store.url(name)}: not found")
-    lf = store.scan_csv(name, infer_schema=False)
-    missing = [c for c in required if c not in lf.collect_schema().names()]
+    lf = store.scan_csv(name, infer_schema=False, encoding="utf8-lossy")
+    try:
+        names = lf.collect_schema().names()
+    except pl.exceptions.NoDataError as e:
+        raise SchemaError(f"{store.url(name)}: empty file, not even a header row") from e
+    missing = [c for c in required if c not in names]
     if missing:
         raise SchemaError(f"{store.url(name)}: missing column(s) {missing}")
     return q.with_provenance(lf, store.url(name))
+
+
+def _collect(lf: pl.LazyFrame, what: str) -> pl.DataFrame:
+    """A CSV polars cannot split into rows (a line with more fields than the header) is refused
+    as a whole, naming the file: there is no row to quarantine."""
+    try:
+        return lf.collect()
+    except pl.exceptions.ComputeError as e:
+        raise SchemaError(f"{what}: not a well-formed CSV ({str(e).splitlines()[0]})") from e
+
+
+def _drop_bad_encoding(s: q.Sieve) -> None:
+    text = [c for c, t in s.df.schema.items() if t == pl.String and not c.startswith("_")]
+    s.drop(pl.any_horizontal(pl.col(c).str.contains(REPLACEMENT_CHAR, literal=True).fill_null(False) for c in text), "bad_encoding",
+           "the row has bytes that are not UTF-8")
 
 
 def _stripped(col: str) -> pl.Expr:
@@ -93,13 +117,14 @@ def ingest_images(mimic: Storage, check_files: bool = True) -> Ingested:
         _stripped("subject_id"), _stripped("study_id"), *[pl.col(c).cast(pl.Float64, strict=False) for c in labels]
     ).unique(["subject_id", "study_id"], keep="first", maintain_order=True)
 
-    df = (
+    df = _collect(
         meta.with_columns(_stripped(c) for c in ("dicom_id", "subject_id", "study_id", "ViewPosition"))
         .with_columns(acquired=acquired_expr())
-        .join(split, on="dicom_id", how="left")
-        .collect()
+        .join(split, on="dicom_id", how="left"),
+        f"{mimic.url(METADATA_CSV)} or {SPLIT_CSV}",
     )
     s = q.Sieve(df, "mimic_images")
+    _drop_bad_encoding(s)
     s.drop(~pl.col("subject_id").str.contains(SUBJECT_RE), "bad_subject_id",
            pl.format("subject_id {} is not 8 digits starting with 1", pl.col("subject_id")))
     s.drop(~pl.col("study_id").str.contains(STUDY_RE), "bad_study_id",
@@ -124,8 +149,8 @@ def ingest_images(mimic: Storage, check_files: bool = True) -> Ingested:
         present = mimic.list_files("files")
         s.drop(~pl.col("rel_path").is_in(list(present)), "missing_file",
                pl.format("{} does not exist under the MIMIC root", pl.col("rel_path")))
-    chex = chex.with_columns(pl.col("subject_id").cast(pl.Int64, strict=False),
-                             pl.col("study_id").cast(pl.Int64, strict=False)).collect()
+    chex = _collect(chex.with_columns(pl.col("subject_id").cast(pl.Int64, strict=False),
+                                      pl.col("study_id").cast(pl.Int64, strict=False)), mimic.url(CHEXPERT_CSV))
     out = (
         s.df.join(chex, on=["subject_id", "study_id"], how="left")
         .with_columns(path=pl.concat_str([pl.lit(mimic.root.rstrip("/") + "/"), pl.col("rel_path")]))
@@ -161,10 +186,14 @@ def ingest_questions(diffvqa: Storage, question_types: list[str] | str = ("diffe
     lf = _scan(diffvqa, QUESTIONS_CSV, QUESTION_COLUMNS).with_columns(
         _stripped(c) for c in ("study_id", "subject_id", "ref_id", "question_type", "split")
     )
-    df = lf.collect()
-    selected = df.filter(pl.col("question_type").is_in(keep) | ~pl.col("question_type").is_in(QUESTION_TYPES))
+    df = _collect(lf, diffvqa.url(QUESTIONS_CSV))
+    # A short row has a null question_type: selected, so the sieve quarantines it, not counted
+    # as "not selected" where nobody would look.
+    selected = df.filter((pl.col("question_type").is_in(keep) | ~pl.col("question_type").is_in(QUESTION_TYPES))
+                         .fill_null(True))
     not_selected = df.height - selected.height
     s = q.Sieve(selected, "diffvqa_questions")
+    _drop_bad_encoding(s)
     s.drop(~pl.col("question_type").is_in(QUESTION_TYPES), "unknown_question_type",
            pl.format("question_type {} is not one of the seven Medical-Diff-VQA types", pl.col("question_type")))
     for col, rx, what in (("subject_id", SUBJECT_RE, "8 digits starting with 1"),

@@ -48,7 +48,8 @@ def rows(df: pl.DataFrame, asset: str, reason: str, detail: pl.Expr | str) -> pl
         pl.col(SOURCE_COL).cast(pl.String).alias("source"),
         pl.col(ROW_COL).cast(pl.Int64).alias("row"),
         pl.lit(reason).alias("reason"),
-        detail_expr.cast(pl.String).alias("detail"),
+        # pl.format gives null when a field it names is null (a short CSV row): still say why.
+        detail_expr.cast(pl.String).fill_null(f"{reason}: a field it checks is empty").alias("detail"),
         pl.struct(originals).struct.json_encode().alias("original"),
     )
 

@@ -48,11 +48,31 @@ class ImageError(Exception):
         self.reason, self.detail = reason, detail
 
 
+# What a chest film can be, checked from the header before any pixel is decoded. MIMIC-CXR-JPG
+# is 8-bit grey (a few RGB exports); its largest films are ~4300 x 3500 = 15 Mpx. A 16-bit or
+# float image would be silently clipped by convert("L"); a 1 px or strip-shaped image normalises
+# to a blank square; a file declaring more pixels than any film is a decompression bomb, refused
+# below Pillow's own limit (~179 Mpx, above which it raises; between 89 and 179 it only warns).
+IMAGE_MODES = ("L", "RGB")
+MIN_SIDE, MAX_ASPECT, MAX_PIXELS = 32, 4.0, 64_000_000
+
+
+def check_header(img: Image.Image) -> None:
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise ImageError("image_too_large", f"{w}x{h} = {w * h} pixels exceeds the bound of {MAX_PIXELS} (decompression bomb?)")
+    if img.mode not in IMAGE_MODES:
+        raise ImageError("bad_image_mode", f"mode {img.mode} is not 8-bit grey or RGB")
+    if min(w, h) < MIN_SIDE or max(w, h) > MAX_ASPECT * min(w, h):
+        raise ImageError("bad_image_size", f"{w}x{h}: a side under {MIN_SIDE} px or an aspect over {MAX_ASPECT:g}")
+
+
 def decode_resize(data: bytes, size: int) -> np.ndarray:
     """JPEG bytes -> grayscale uint8 (h, w) with the long side = size, aspect kept. `draft` lets
     libjpeg decode at 1/2, 1/4 or 1/8 scale in the DCT domain: a 2500 px MIMIC film needed at
-    256 px is decoded at ~312 px, not in full."""
+    256 px is decoded at ~312 px, not in full. Raises ImageError for a header out of bounds."""
     img = Image.open(io.BytesIO(data))
+    check_header(img)
     img.draft("L", (size, size))
     img = img.convert("L")
     w, h = img.size
@@ -78,8 +98,14 @@ def load_preprocessed(url: str, cfg: ResidualConfig, options: dict | None = None
         data = read_url(url, options)
     except FileNotFoundError as e:
         raise ImageError("missing_file", f"{url} does not exist") from e
+    if not data:
+        raise ImageError("empty_file", f"{url} is a zero-byte file")
     try:
         img = decode_resize(data, cfg.image_size)
+    except ImageError as e:
+        raise ImageError(e.reason, f"{url}: {e.detail}") from e
+    except Image.DecompressionBombError as e:  # over Pillow's hard limit: raised by Image.open
+        raise ImageError("image_too_large", f"{url}: {e}") from e
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... for bad files
         raise ImageError("corrupt_image", f"{url} is not a decodable JPEG ({type(e).__name__}: {e})") from e
     return normalise_pad(img, cfg.image_size, cfg.low_pct, cfg.high_pct)
