@@ -1,0 +1,126 @@
+"""Bad CSVs at ingestion. A bad row is quarantined with its line and reason (rows in = rows out +
+rows quarantined); a file that cannot be read as rows at all is refused by `spotdiff ingest` in
+one line naming the file, exit code 2, no traceback. `python -m pytest tests/reliability/test_bad_tables.py`"""
+
+import csv
+import gzip
+import io
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from assets.ingest import QUESTIONS_CSV, ingest_images, ingest_questions
+from assets.storage import Storage
+from pipelines.cli import app
+from tests.fixtures.tiny_mimic import META_COLS, read_csv_rows, write_tiny
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_tiny(tmp_path_factory.mktemp("tiny"), subjects=3)
+
+
+def _csv(cols, rows) -> bytes:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def _questions(tiny, tmp_path, data: bytes) -> Storage:
+    root = tmp_path / "dq"
+    root.mkdir(exist_ok=True)
+    (root / QUESTIONS_CSV).write_bytes(data)
+    return Storage(str(root))
+
+
+def _first_diff(tiny) -> int:
+    return next(i for i, r in enumerate(tiny.questions) if r["question_type"] == "difference")
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    ("subject_id", "nan", "bad_subject_id"),                 # NaN id (pandas' NaN written out)
+    ("study_id", "50000001.0", "bad_study_id"),              # float-formatted id
+    ("ref_id", "abc", "bad_ref_id"),                         # non-numeric id
+    ("study_id", "../../etc/passwd", "bad_study_id"),        # path traversal in an id
+    ("subject_id", "10/000001", "bad_subject_id"),           # path separator in an id
+    ("answer", "", "missing_value"),                         # empty answer
+    ("answer", "   ", "bad_terminator"),                     # blank answer: not a sentence
+    ("question_type", "diference", "unknown_question_type"),
+    ("split", "training", "unknown_split"),
+])
+def test_bad_question_field_is_quarantined_with_its_line(tiny, tmp_path, field, value, reason):
+    rows = [dict(r) for r in tiny.questions]
+    i = _first_diff(tiny)
+    rows[i][field] = value
+    res = ingest_questions(_questions(tiny, tmp_path, _csv(list(rows[0]), rows)), ["difference"])
+    assert res.quarantine.select("reason", "row").rows() == [(reason, i + 2)]
+    assert res.counts["rows_in"] == res.counts["rows_out"] + 1
+
+
+def test_non_utf8_row_is_quarantined_not_fatal(tiny, tmp_path):
+    rows = [dict(r) for r in tiny.questions]
+    i = _first_diff(tiny)
+    data = _csv(list(rows[0]), rows).split(b"\n")
+    data[i + 1] = data[i + 1].replace(b"what", "wh\xe4t".encode("latin-1"))  # latin-1 byte
+    res = ingest_questions(_questions(tiny, tmp_path, b"\n".join(data)), ["difference"])
+    assert res.quarantine.select("reason", "row").rows() == [("bad_encoding", i + 2)]
+    assert res.counts["rows_in"] == res.counts["rows_out"] + 1
+
+
+def test_bom_and_extra_columns_are_read_as_usual(tiny, tmp_path):
+    rows = [{**r, "note": "extra"} for r in tiny.questions]
+    res = ingest_questions(_questions(tiny, tmp_path, b"\xef\xbb\xbf" + _csv(list(rows[0]), rows)), ["difference"])
+    n = sum(r["question_type"] == "difference" for r in tiny.questions)
+    assert res.table.height == n and res.quarantine.height == 0
+
+
+def test_short_row_is_quarantined_not_silently_unselected(tiny, tmp_path):
+    rows = tiny.questions
+    data = _csv(list(rows[0]), rows) + b"50000001,10100000\n"
+    res = ingest_questions(_questions(tiny, tmp_path, data), ["difference"])
+    assert res.quarantine.select("reason", "row").rows() == [("unknown_question_type", len(rows) + 2)]
+    assert res.quarantine["detail"][0]  # a sentence even though the field is empty
+
+
+def test_header_only_file_gives_zero_rows(tiny, tmp_path):
+    res = ingest_questions(_questions(tiny, tmp_path, _csv(list(tiny.questions[0]), [])), ["difference"])
+    assert res.table.height == 0 and res.counts["rows_in"] == 0
+
+
+def test_metadata_id_with_path_traversal_is_quarantined(tiny, tmp_path):
+    """The dicom id becomes part of a file path: `../` must never reach the filesystem."""
+    root = tmp_path / "m"
+    shutil.copytree(tiny.mimic_root, root)
+    rows = read_csv_rows(root / "mimic-cxr-2.0.0-metadata.csv.gz")
+    rows[1]["dicom_id"] = "../../../../etc/passwd"
+    (root / "mimic-cxr-2.0.0-metadata.csv.gz").write_bytes(gzip.compress(_csv(META_COLS, rows)))
+    res = ingest_images(Storage(str(root)))
+    assert res.quarantine.select("reason", "row").rows() == [("bad_dicom_id", 3)]
+    assert not res.table["path"].str.contains("..", literal=True).any()
+
+
+def _lines(tiny):
+    return (tiny.diffvqa_root / QUESTIONS_CSV).read_bytes()
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("empty", lambda b: b"", "empty file"),
+    ("missing_column", lambda b: b"\n".join(b",".join(line.split(b",")[:-1]) for line in b.split(b"\n")),
+     "missing column(s) ['split']"),
+    ("utf16", lambda b: b.decode().encode("utf-16"), "missing column(s)"),
+    ("ragged_long_row", lambda b: b + b"1,2,3,4,5,6,7,8,9\n", "not a well-formed CSV"),
+])
+def test_unreadable_file_is_refused_in_one_line(tiny, tmp_path, name, edit, message):
+    dq = tmp_path / "dq"
+    shutil.copytree(tiny.diffvqa_root, dq)
+    (dq / QUESTIONS_CSV).write_bytes(edit(_lines(tiny)))
+    r = runner.invoke(app, ["ingest", "--mimic-root", str(tiny.mimic_root), "--diffvqa-root", str(dq),
+                            "--out", str(tmp_path / "out"), "--profile", "smoke"])
+    out = "".join(r.output.split())  # rich wraps long lines, even mid-word
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and "".join(message.split()) in out and QUESTIONS_CSV in out
