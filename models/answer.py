@@ -1,0 +1,172 @@
+"""Answer a question about one main/reference pair with a trained ReAl checkpoint: the inference
+path behind the MLflow pyfunc (models/pyfunc.py), `spotdiff ask` and the served model.
+
+Preprocessing is the residual assets' own (assets/residuals.py decode_resize + normalise_pad,
+assets/registration.py register_affine when the model was trained on registered residuals),
+then the evaluation view of models/augment.py: what the model sees at serving time is what it
+saw at validation. No MLflow here; the pyfunc wrapper adds it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from assets.registration import RegistrationConfig, register_affine
+from assets.residuals import ImageError, decode_resize, normalise_pad
+from models.augment import AugmentConfig, augment_pair
+from models.checkpoint import load_model_from
+from models.data import QA, PairSample
+from models.metrics import parse_prediction
+from models.train_loop import collate_for
+
+# A MIMIC film is ~2500 px JPEG, ~1-3 MB; 16 MB of image bytes is far above any real film and
+# far below what would hurt the server. Pixels are bounded by assets/residuals.py MAX_PIXELS.
+MAX_IMAGE_BYTES = 16 * 1024 * 1024
+MAX_QUESTION_CHARS = 500
+
+
+class InputError(ValueError):
+    """A request the model cannot answer; the message says which field and why."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How the training data was made (params residuals + model + train.crop_scale)."""
+
+    image_size: int = 256            # residuals.image_size: the stored side
+    low_pct: float = 1.0
+    high_pct: float = 99.0
+    registered: bool = False         # model.residual_kind == "registered"
+    registration: dict = field(default_factory=dict)   # RegistrationConfig fields
+    crop_scale: float = 1.0          # train.crop_scale: the centred evaluation crop
+    out_size: int = 128              # model.image_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocess":
+        return cls(**d)
+
+
+def image_bytes(value, field_name: str, allow_paths: bool) -> bytes:
+    """A request field -> encoded image bytes. base64 (PNG/JPEG) always; a file path only when
+    the caller allows it (in-process `spotdiff ask`), never over HTTP: a path would let a client
+    probe the server's files."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        raise InputError(f"{field_name}: missing image (give a base64-encoded PNG/JPEG)")
+    if isinstance(value, (bytes, bytearray)):
+        data = bytes(value)
+    elif not isinstance(value, str):
+        raise InputError(f"{field_name}: expected a base64 string, got {type(value).__name__}")
+    elif allow_paths and len(value) < 4096 and Path(value).is_file():
+        data = Path(value).read_bytes()
+    else:
+        if len(value) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+            raise InputError(f"{field_name}: {len(value)} characters of base64 exceeds the "
+                             f"{MAX_IMAGE_BYTES // 2**20} MB image bound")
+        try:
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            hint = "" if allow_paths else " (file paths are not accepted by the served model)"
+            raise InputError(f"{field_name}: not valid base64{hint}") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise InputError(f"{field_name}: {len(data)} bytes exceeds the {MAX_IMAGE_BYTES // 2**20} MB image bound")
+    if not data:
+        raise InputError(f"{field_name}: empty image")
+    return data
+
+
+def decode(data: bytes, field_name: str, p: Preprocess) -> np.ndarray:
+    """Encoded bytes -> the uint8 (S, S) image the residual assets store."""
+    try:
+        img = decode_resize(data, p.image_size)
+    except ImageError as e:
+        raise InputError(f"{field_name}: {e.detail}") from None
+    except Image.DecompressionBombError as e:
+        raise InputError(f"{field_name}: {e}") from None
+    except Exception as e:  # Pillow: OSError, SyntaxError, ValueError for undecodable bytes
+        raise InputError(f"{field_name}: not a decodable image ({type(e).__name__})") from None
+    return normalise_pad(img, p.image_size, p.low_pct, p.high_pct)
+
+
+def prepare_pair(main: np.ndarray, ref: np.ndarray, p: Preprocess):
+    """uint8 (S, S) pair -> main, ref, residual (1, 1, s, s) float, as in validation."""
+    m = torch.from_numpy(main).float().div(255.0)[None, None]
+    r = torch.from_numpy(ref).float().div(255.0)[None, None]
+    if p.registered:
+        _, warped = register_affine(m, r, RegistrationConfig(**p.registration))
+        # the shards store the registered reference as uint8: round the same way
+        r = (warped.clamp(0, 1) * 255.0).round() / 255.0
+    aug = AugmentConfig(out_size=p.out_size, crop_scale=p.crop_scale)
+    m2, r2, res = augment_pair(m[0], r[0], aug, None)
+    return m2[None], r2[None], res[None]
+
+
+class Answerer:
+    """A loaded checkpoint plus its preprocessing. `answer` is deterministic (greedy)."""
+
+    def __init__(self, checkpoint_dir: str | Path, prep: Preprocess, num_beams: int = 1):
+        self.model, self.tokenizer, _ = load_model_from(checkpoint_dir)
+        self.prep, self.num_beams = prep, num_beams
+        self.collate = collate_for(self.tokenizer, self.model.cfg.to_dict())
+
+    def batch(self, main, ref, residual, question: str, answer: str = ""):
+        sample = PairSample("request", main[0], ref[0], residual[0], (QA(question, answer, ""),))
+        return self.collate([sample])
+
+    @torch.no_grad()
+    def answer(self, main, ref, residual, question: str) -> str:
+        if not isinstance(question, str) or not question.strip():
+            raise InputError("question: missing")
+        if len(question) > MAX_QUESTION_CHARS:
+            raise InputError(f"question: {len(question)} characters exceeds {MAX_QUESTION_CHARS}")
+        b = self.batch(main, ref, residual, question)
+        feats = self.model.encode_pairs(b.main, b.ref, b.residual)
+        ids = self.model.generate(feats, b.pair_index, b.question_ids, b.question_mask,
+                                  max_new_tokens=self.model.cfg.max_answer_len - 1,
+                                  num_beams=self.num_beams)[0]
+        return self.tokenizer.decode(ids, skip_special_tokens=True,
+                                     clean_up_tokenization_spaces=False)
+
+    def ask(self, main_bytes: bytes, ref_bytes: bytes, question: str) -> dict:
+        main = decode(main_bytes, "main_image", self.prep)
+        ref = decode(ref_bytes, "ref_image", self.prep)
+        text = self.answer(*prepare_pair(main, ref, self.prep), question)
+        changes = parse_prediction(text)
+        return {"answer": text, "changes": changes.to_dict() if changes is not None else None}
+
+    def gradcam(self, main, ref, residual, question: str, answer: str) -> np.ndarray:
+        """Grad-CAM of the answer's log-likelihood on the residual encoder's last feature map
+        (the image encoder's, for the main image, when the model has no residual branch).
+        Returns (s, s) in [0, 1]."""
+        enc = self.model.residual_encoder or self.model.image_encoder
+        saved = {}
+        hook = enc.register_forward_hook(lambda m, i, o: saved.__setitem__("a", o))
+        try:
+            with torch.enable_grad():
+                b = self.batch(main, ref, residual, question, answer)
+                feats = self.model.encode_pairs(b.main, b.ref, b.residual)
+                act = saved["a"]
+                act.retain_grad()
+                out = self.model(feats, b.pair_index, b.question_ids, b.question_mask,
+                                 b.answer_ids, b.answer_mask)
+                (-out["l_gen"]).backward()
+        finally:
+            hook.remove()
+            self.model.zero_grad(set_to_none=True)
+        a, g = act.detach()[:1], act.grad[:1]  # image encoder: row 0 is the main image
+        raw = (g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True)
+        cam = torch.relu(raw)
+        if float(cam.max()) <= 0:  # nothing speaks *for* the answer (an untrained model): show |CAM|
+            cam = raw.abs()
+        cam = torch.nn.functional.interpolate(cam, size=main.shape[-2:], mode="bilinear",
+                                              align_corners=False)[0, 0]
+        cam = cam - cam.min()
+        return (cam / cam.max().clamp(min=1e-12)).numpy()

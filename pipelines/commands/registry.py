@@ -1,0 +1,208 @@
+"""`spotdiff register`, `spotdiff promote`, `spotdiff ask`, `spotdiff serve`: the model registry
+and answering questions. Thin adapters over models/serving.py, models/registry.py and
+models/answer.py; `register_from_params` / `promote_from_params` also back the Dagster assets
+registered_model / champion_model and the DVC stages register / promote."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+
+from pipelines.commands.common import UserError, params_for, user_errors
+from pipelines.commands.train import _abs, tracking_uri
+
+ProfileOpt = typer.Option(None, help="params.yaml profile (default: params' `profile`)")
+
+
+def preprocess_from_params(params: dict):
+    """What the residual assets did to the training images, for the served model to repeat."""
+    from models.answer import Preprocess
+    from pipelines.resources import residual_config
+
+    rc = residual_config(params)
+    m = params["model"]
+    return Preprocess(image_size=rc.image_size, low_pct=rc.low_pct, high_pct=rc.high_pct,
+                      registered=m["residual_kind"] == "registered" and rc.register,
+                      registration={k: list(v) if isinstance(v, tuple) else v
+                                    for k, v in asdict(rc.registration).items()},
+                      crop_scale=float(params["train"]["crop_scale"]), out_size=int(m["image_size"]))
+
+
+def registry_dir(params: dict) -> Path:
+    return Path(_abs(params["registry"]["output_dir"]))
+
+
+def register_from_params(params: dict, metrics_file: Path | None = None):
+    """Register the last training run's best checkpoint (train.output_dir) as a new version."""
+    from mlflow import MlflowClient
+
+    from models import serving
+
+    out = Path(_abs(params["train"]["output_dir"]))
+    train_metrics = out / "metrics.json"
+    if not train_metrics.exists() or not (out / "best").is_dir():
+        raise UserError(f"{train_metrics}: no trained model; run `spotdiff train` first")
+    tm = json.loads(train_metrics.read_text())
+    if not tm.get("mlflow_run_id"):
+        raise UserError(f"{train_metrics}: the run was not tracked in MLflow (no mlflow_run_id)")
+    val = {k[len("val_"):]: float(v) for k, v in (tm.get("val") or {}).items()
+           if k.startswith("val_") and isinstance(v, (int, float))}
+    test = {k: float(v) for k, v in (tm.get("test") or {}).items() if isinstance(v, (int, float))}
+    if metrics_file is not None and metrics_file.exists():  # the evaluate stage's re-scoring
+        test.update({k: float(v) for k, v in json.loads(metrics_file.read_text()).items()
+                     if isinstance(v, (int, float))})
+    uri = tracking_uri(params)
+    tags = MlflowClient(uri).get_run(tm["mlflow_run_id"]).data.tags
+    reg = serving.log_and_register(
+        uri, tm["mlflow_run_id"], out / "best", preprocess_from_params(params),
+        params["registry"]["model_name"], val, test,
+        data_version=tags.get("data_version", ""), git_commit=tags.get("git_commit", ""))
+    folder = registry_dir(params)
+    serving.export(reg.model_uri, folder / "model")
+    evaluation_pictures(params, out, folder, tm["mlflow_run_id"], uri, log=reg.created)
+    (folder / "registered.json").write_text(json.dumps(asdict(reg), indent=2, sort_keys=True) + "\n")
+    return reg
+
+
+def evaluation_pictures(params: dict, out: Path, folder: Path, run_id: str, uri: str, log: bool) -> dict:
+    """Sample sheet, change confusion matrix and training curves of the registered run, written
+    to the registry folder (Dagster metadata, DVC plots) and logged to its MLflow run."""
+    import csv
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from models import pictures
+    from models.answer import Answerer
+    from models.tracking import TRAIN_CURVES
+
+    records = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text().splitlines() if line]
+    answerer = Answerer(out / "best", preprocess_from_params(params))
+    files = {
+        "sample_sheet": pictures.sample_sheet(answerer, _abs(params["data"]["residuals_root"]), records,
+                                              folder / "sample_sheet.png", params["registry"]["sample_pairs"]),
+        "change_confusion": pictures.confusion_png(pictures.change_confusion(records),
+                                                   folder / "change_confusion.png"),
+    }
+    client = MlflowClient(uri)
+    by_step: dict[int, dict] = {}
+    for key in TRAIN_CURVES:
+        for m in client.get_metric_history(run_id, key):
+            by_step.setdefault(m.step, {"step": m.step})[key.split("/")[-1]] = m.value
+    with (folder / "train_curves.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, ["step"] + [k.split("/")[-1] for k in TRAIN_CURVES])
+        w.writeheader()
+        w.writerows(by_step[s] for s in sorted(by_step))
+    files["train_curves"] = folder / "train_curves.csv"
+    if log:
+        mlflow.set_tracking_uri(uri)
+        with mlflow.start_run(run_id=run_id):
+            for f in files.values():
+                mlflow.log_artifact(str(f), artifact_path="evaluation")
+    return files
+
+
+def promote_from_params(params: dict):
+    from mlflow import MlflowClient
+
+    from models.promotion import PromotionRefused, PromotionRule
+    from models.registry import promote
+
+    r = params["registry"]
+    rule = PromotionRule(metric=r["metric"], tie_breaker=r["tie_breaker"], margin=float(r["margin"]))
+    try:
+        res = promote(MlflowClient(tracking_uri(params)), rule, r["model_name"])
+    except (PromotionRefused, LookupError) as e:
+        raise UserError(f"promote {r['model_name']}: {e}") from e
+    folder = registry_dir(params)
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = {"name": res.name, "candidate": res.candidate_version, "champion_before": res.champion_before,
+               "champion": res.champion_after, "promoted": res.decision.promote,
+               "code": res.decision.code, "reason": res.decision.reason}
+    (folder / "champion.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return res, summary
+
+
+def load_answerer(model_uri: str, tracking: str):
+    """The pyfunc's own Answerer (same preprocessing and weights as the served model)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking)
+    try:
+        model = mlflow.pyfunc.load_model(model_uri, model_config={"allow_paths": True})
+    except mlflow.exceptions.MlflowException as e:
+        raise UserError(f"{model_uri}: cannot load the model ({e.message.splitlines()[0]})") from e
+    return model
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("register")
+    def register_cmd(
+        metrics: Path = typer.Option(Path("metrics.json"), help="evaluation scores added as test.* tags"),
+        profile: str = ProfileOpt,
+    ) -> None:
+        """Log the trained model as the MLflow pyfunc, register it (alias `candidate`), export it."""
+        with user_errors():
+            reg = register_from_params(params_for(profile), metrics)
+        typer.echo(json.dumps(asdict(reg), indent=2))
+
+    @app.command()
+    def promote(profile: str = ProfileOpt) -> None:
+        """Move alias `champion` to the candidate if the promotion rule says so (idempotent)."""
+        with user_errors():
+            _, summary = promote_from_params(params_for(profile))
+        typer.echo(json.dumps(summary, indent=2))
+
+    @app.command()
+    def ask(
+        question: str = typer.Argument("what has changed compared to the reference image?"),
+        main: Path = typer.Option(..., "--main", help="main (current) image: JPEG/PNG"),
+        ref: Path = typer.Option(..., "--ref", help="reference (earlier) image: JPEG/PNG"),
+        model_uri: str = typer.Option(None, help="default: models:/<registry.model_name>@champion"),
+        heatmap: Path = typer.Option(None, help="also write pair, residual and Grad-CAM here (PNG)"),
+        profile: str = ProfileOpt,
+    ) -> None:
+        """Answer a question about a main/reference pair with the champion model."""
+        import pandas as pd
+
+        from models.answer import InputError
+
+        with user_errors():
+            params = params_for(profile)
+            for p in (main, ref):
+                if not p.is_file():
+                    raise UserError(f"{p}: no such file")
+            uri = model_uri or f"models:/{params['registry']['model_name']}@champion"
+            model = load_answerer(uri, tracking_uri(params))
+            try:
+                out = model.predict(pd.DataFrame([{"main_image": str(main), "ref_image": str(ref),
+                                                   "question": question}]))
+            except InputError as e:
+                raise UserError(str(e)) from e
+            answer = out["answer"][0]
+            typer.echo(answer)
+            if heatmap is not None:
+                from models.pictures import ask_heatmap
+
+                answerer = model.unwrap_python_model().answerer
+                ask_heatmap(answerer, main.read_bytes(), ref.read_bytes(), question, answer, heatmap)
+                typer.echo(f"heatmap: {heatmap}", err=True)
+
+    @app.command()
+    def serve(
+        model_uri: str = typer.Option(None, help="default: models:/<registry.model_name>@champion"),
+        host: str = typer.Option("127.0.0.1", help="bind address; 127.0.0.1 keeps it off the network"),
+        port: int = typer.Option(5001),
+        profile: str = ProfileOpt,
+    ) -> None:
+        """`mlflow models serve` the champion, local environment, localhost by default."""
+        with user_errors():
+            params = params_for(profile)
+        uri = model_uri or f"models:/{params['registry']['model_name']}@champion"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(params)}
+        os.execvpe("mlflow", ["mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+                              "-h", host, "-p", str(port)], env)
