@@ -134,17 +134,8 @@ def close_run(uri: str, run_id: str, *, test_metrics: dict[str, float], best_che
                              artifact_file="test_predictions.json")
         with tempfile.TemporaryDirectory() as d:
             mlflow.log_artifact(str(plot_loss_curve(client, run_id, Path(d) / "loss_curve.png")))
-        if log_model:
-            from mlflow import pytorch as mlflow_pytorch
-
-            from models.checkpoint import load_model_from
-
-            model, _, _ = load_model_from(best_checkpoint)
-            # 'pickle', not the traced 'pt2' format: forward takes PairFeatures, not tensors.
-            # Pickle runs code when loaded; the checkpoint/ artifact (safetensors) is the safe
-            # way back, this MLflow model is for the registry and `mlflow models` tooling.
-            mlflow_pytorch.log_model(pytorch_model=model, name="model", pip_requirements=[],
-                                     serialization_format="pickle")
+        # log_model: the run's one MLflow model is the pyfunc `spotdiff register` logs into this
+        # run (models/serving.py, models-from-code, safetensors weights): no pickled copy here.
     client.set_terminated(run_id, status=status)
 
 

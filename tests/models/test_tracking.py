@@ -62,13 +62,11 @@ def test_run_lifecycle_logs_params_metrics_and_artifacts(uri, tmp_path):
     inner = {a.path for a in client.list_artifacts(run_id, "checkpoint")}
     assert "checkpoint/model.safetensors" in inner and "checkpoint/tokenizer" in inner
     assert mlflow.artifacts.load_dict(f"runs:/{run_id}/config.json")["model"] == cfg
-    # the MLflow 3 logged model (log_model(name=...)) is linked to the run and loads back
+    # no pickled model here: the run's one MLflow model is the pyfunc `spotdiff register` logs
+    # into it (models/serving.py; tests/pipelines/test_registry_chain.py)
     mlflow.set_tracking_uri(uri)
-    logged = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'",
-                                         output_format="list")
-    assert [m.name for m in logged] == ["model"]
-    loaded = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
-    assert type(loaded).__name__ == "ReAl"
+    assert mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'",
+                                       output_format="list") == []
 
 
 def test_data_version_follows_content(tmp_path):
