@@ -1,0 +1,315 @@
+"""The whole chain from a fresh clone: `dvc repro` (smoke profile) runs synth → ingest → pairs →
+residuals → train → evaluate → register → promote and ends with a champion; a second repro is a
+no-op; a param change re-runs only its dependents; `dvc push`/`pull` use the local remote. Then,
+on that registry: promotion is idempotent and refuses an unevaluated version, `spotdiff ask`
+answers two JPEGs of the embedded data with a heatmap, and the model served by `mlflow models
+serve` (via `spotdiff serve`, 127.0.0.1) answers over HTTP like the in-process pyfunc, refuses
+bad requests with a 400 and a clear message, and holds a small concurrent load with no error.
+
+One module-scoped clone: the chain (~4 min on 2 busy cores) is paid once.
+`python -m pytest tests/pipelines/test_registry_chain.py` (source scripts/env.sh first)."""
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHAIN = ("synth", "ingest", "pairs", "residuals", "train", "evaluate", "register", "promote")
+QUESTION = "what has changed compared to the reference image?"
+
+pytestmark = pytest.mark.slow
+
+
+def run(cmd, cwd, env, ok=True, timeout=900):
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if ok:
+        assert res.returncode == 0, f"{cmd}: {res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return res
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    if not shutil.which("dvc"):
+        pytest.fail("dvc is not on PATH: `source scripts/env.sh` first")
+    repo = tmp_path_factory.mktemp("clone") / "spotdiff"
+    env = {**os.environ, "SPOTDIFF_PROFILE": "smoke", "PYTHONPATH": str(repo),
+           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for k in ("SPOTDIFF_PARAMS", "MLFLOW_TRACKING_URI", "SPOTDIFF_MIMIC_ROOT", "SPOTDIFF_DIFFVQA_ROOT"):
+        env.pop(k, None)
+    run(["git", "clone", "-q", str(REPO), str(repo)], REPO, env)
+    t0 = time.perf_counter()
+    out = run(["dvc", "repro"], repo, env)
+    wall = time.perf_counter() - t0
+    print(f"dvc repro (smoke, fresh clone): {wall:.0f} s")
+    return {"repo": repo, "env": env, "first": out.stdout + out.stderr, "wall": wall,
+            "uri": f"sqlite:///{repo / 'mlflow.db'}"}
+
+
+def client(chain):
+    from mlflow import MlflowClient
+
+    return MlflowClient(chain["uri"])
+
+
+def test_repro_runs_the_chain_and_ends_with_a_champion(chain):
+    for stage in CHAIN:
+        assert f"Running stage '{stage}'" in chain["first"], stage
+    champ = json.loads((chain["repo"] / "runs/registry/champion.json").read_text())
+    assert champ["champion"] == champ["candidate"] == "1" and champ["code"] == "no_champion"
+    c = client(chain)
+    mv = c.get_model_version_by_alias("spotdiff-real", "champion")
+    assert c.get_model_version_by_alias("spotdiff-real", "candidate").version == mv.version
+    metrics = json.loads((chain["repo"] / "runs/model/metrics.json").read_text())
+    assert float(mv.tags["val.change_f1"]) == pytest.approx(metrics["val"]["val_change_f1"], abs=1e-6)
+    evaluated = json.loads((chain["repo"] / "metrics.json").read_text())
+    assert float(mv.tags["test.CIDEr"]) == pytest.approx(evaluated["CIDEr"], abs=1e-6)
+    run_tags = c.get_run(metrics["mlflow_run_id"]).data.tags
+    assert mv.tags["data_version"] == run_tags["data_version"] and len(mv.tags["data_version"]) == 16
+    head = run(["git", "rev-parse", "HEAD"], chain["repo"], chain["env"]).stdout.strip()
+    assert mv.tags["git_commit"].startswith(head)
+    assert mv.tags["promotion.decision"] == "promoted" and mv.run_id == metrics["mlflow_run_id"]
+    # one logged model in the run: the pyfunc, with its signature
+    import mlflow
+
+    mlflow.set_tracking_uri(chain["uri"])
+    logged = mlflow.search_logged_models(filter_string=f"source_run_id = '{mv.run_id}'", output_format="list")
+    assert [m.name for m in logged] == ["model"]
+    mlmodel = yaml.safe_load((chain["repo"] / "runs/registry/model/MLmodel").read_text())
+    assert "python_function" in mlmodel["flavors"] and "pytorch" not in mlmodel["flavors"]
+    assert {c["name"] for c in json.loads(mlmodel["signature"]["inputs"])} == {"main_image", "ref_image", "question"}
+    # models-from-code: the model is our source file, no pickled Python object
+    assert (chain["repo"] / "runs/registry/model/pyfunc.py").is_file()
+    assert not list((chain["repo"] / "runs/registry/model").rglob("*.pkl"))
+    # pictures: evaluation sheet + confusion matrix logged to the run, curves as a DVC plot
+    arts = {a.path for a in c.list_artifacts(mv.run_id, "evaluation")}
+    assert {"evaluation/sample_sheet.png", "evaluation/change_confusion.png", "evaluation/train_curves.csv"} <= arts
+    curves = pl.read_csv(chain["repo"] / "runs/registry/train_curves.csv")
+    assert curves.height == metrics["steps"] and curves["loss"].null_count() == 0
+
+
+def test_second_repro_is_a_no_op(chain):
+    out = run(["dvc", "repro"], chain["repo"], chain["env"])
+    assert "Running stage" not in out.stdout + out.stderr
+    assert client(chain).get_latest_versions  # registry untouched: still one version
+    assert len(client(chain).search_model_versions("name='spotdiff-real'")) == 1
+
+
+def test_param_change_reruns_only_dependents(chain):
+    repo, env = chain["repo"], chain["env"]
+    params = repo / "params.yaml"
+    original = params.read_text()
+    try:
+        # bootstrap count feeds evaluate only: evaluate, register and promote, never train
+        params.write_text(original.replace("      bootstrap: 100", "      bootstrap: 50"))
+        dry = run(["dvc", "repro", "--dry"], repo, env).stdout
+        assert {s for s in CHAIN if f"Running stage '{s}'" in dry} == {"evaluate", "register", "promote"}
+        # the promotion margin feeds promote only; re-deciding for the champion itself changes nothing
+        params.write_text(original.replace("  margin: 0.0\n", "  margin: 0.5\n", 1))
+        out = run(["dvc", "repro"], repo, env).stdout
+        assert {s for s in CHAIN if f"Running stage '{s}'" in out} == {"promote"}
+        assert json.loads((repo / "runs/registry/champion.json").read_text())["code"] == "already_champion"
+    finally:
+        params.write_text(original)
+        run(["dvc", "repro", "promote"], repo, env)
+
+
+def test_push_and_pull_through_the_local_remote(chain):
+    repo, env = chain["repo"], chain["env"]
+    run(["dvc", "push"], repo, env)
+    assert any((repo / "dvc-remote").rglob("*"))
+    shutil.rmtree(repo / "data/residuals")
+    shutil.rmtree(repo / ".dvc/cache")
+    run(["dvc", "pull"], repo, env)
+    assert (repo / "data/residuals/manifest.json").exists()
+    status = run(["dvc", "status"], repo, env).stdout
+    assert "changed" not in status and "deleted" not in status, status
+
+
+def _pair(repo: Path) -> tuple[Path, Path]:
+    pairs = pl.read_parquet(repo / "data/prepared/pairs.parquet").filter(pl.col("split") == "test")
+    row = pairs.row(0, named=True)
+    return repo / row["main_path"], repo / row["ref_path"]
+
+
+def _in_process(chain, main: Path, ref: Path) -> dict:
+    import mlflow
+
+    mlflow.set_tracking_uri(chain["uri"])
+    model = mlflow.pyfunc.load_model("models:/spotdiff-real@champion")
+    out = model.predict(__import__("pandas").DataFrame([{
+        "main_image": base64.b64encode(main.read_bytes()).decode(),
+        "ref_image": base64.b64encode(ref.read_bytes()).decode(), "question": QUESTION}]))
+    return out.iloc[0].to_dict()
+
+
+def test_ask_answers_two_jpegs_with_a_heatmap(chain):
+    from PIL import Image
+
+    main, ref = _pair(chain["repo"])
+    assert main.suffix == ".jpg"
+    png = chain["repo"] / "ask.png"
+    out = run(["spotdiff", "ask", "--main", str(main), "--ref", str(ref), "--heatmap", str(png), QUESTION],
+              chain["repo"], chain["env"])
+    expected = _in_process(chain, main, ref)
+    assert out.stdout.strip().splitlines()[-1] == expected["answer"].strip()
+    w, h = Image.open(png).size
+    assert w > 2 * h  # pair, residual and relevance map side by side
+    bad = run(["spotdiff", "ask", "--main", str(main), "--ref", str(chain["repo"] / "nope.jpg")],
+              chain["repo"], chain["env"], ok=False)
+    assert bad.returncode == 2 and "nope.jpg: no such file" in bad.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(chain):
+    port = _free_port()
+    env = {**chain["env"], "MLFLOW_TRACKING_URI": chain["uri"]}
+    proc = subprocess.Popen(["spotdiff", "serve", "--port", str(port)], cwd=chain["repo"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            try:
+                if requests.get(url + "/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(1)
+        else:
+            pytest.fail("served model did not come up in 180 s")
+        yield {"url": url, "port": port, "pid": proc.pid}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _b64(p: Path) -> str:
+    return base64.b64encode(p.read_bytes()).decode()
+
+
+def _post(url: str, rows: list[dict], timeout: float = 120) -> requests.Response:
+    return requests.post(url + "/invocations", json={"dataframe_records": rows}, timeout=timeout)
+
+
+def test_served_model_answers_like_the_in_process_model(chain, served):
+    import psutil
+
+    from models.metrics import parse_prediction
+
+    main, ref = _pair(chain["repo"])
+    r = _post(served["url"], [{"main_image": _b64(main), "ref_image": _b64(ref), "question": QUESTION}])
+    assert r.status_code == 200, r.text[:2000]
+    pred = r.json()["predictions"][0]
+    assert pred == _in_process(chain, main, ref)
+    # the change set is the answer's parse (null when the smoke model's answer is off-grammar)
+    parsed = parse_prediction(pred["answer"])
+    assert json.loads(pred["changes"]) == (parsed.to_dict() if parsed is not None else None)
+    # bound to loopback only: every listening socket of the server process tree is 127.0.0.1
+    procs = [psutil.Process(served["pid"])] + psutil.Process(served["pid"]).children(recursive=True)
+    listening = [c.laddr for p in procs for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+    assert listening and {a.ip for a in listening} == {"127.0.0.1"}, listening
+
+
+def _bomb_png() -> str:
+    """A 9000 x 9000 grey PNG (81 Mpx, over the 64 Mpx bound) that compresses to ~80 kB."""
+    import io
+    import struct
+    import zlib
+
+    w = h = 9000
+    raw = zlib.compress(b"".join(b"\x00" + bytes(w) for _ in range(h)), 9)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    buf = io.BytesIO()
+    buf.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+              + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_bad_requests_get_a_clear_400(chain, served):
+    main, ref = _pair(chain["repo"])
+    good = {"main_image": _b64(main), "ref_image": _b64(ref), "question": QUESTION}
+    cases = {
+        "missing column": ({"ref_image": good["ref_image"], "question": QUESTION}, "main_image"),
+        "empty image": ({**good, "main_image": ""}, "main_image: missing image"),
+        "oversized body": ({**good, "ref_image": "A" * (25 * 2**20)}, "exceeds the 16 MB image bound"),
+        "not base64": ({**good, "main_image": "not an image!"}, "main_image: not valid base64"),
+        "server path": ({**good, "main_image": str(main)}, "file paths are not accepted"),
+        "not an image": ({**good, "main_image": base64.b64encode(b"hello").decode()}, "not a decodable image"),
+        "too many pixels": ({**good, "ref_image": _bomb_png()}, "exceeds the bound"),
+        "empty question": ({**good, "question": ""}, "question: missing"),
+    }
+    for name, (row, message) in cases.items():
+        r = _post(served["url"], [row])
+        assert r.status_code == 400, (name, r.status_code, r.text[:500])
+        body = r.json()
+        assert message in body["message"] + body.get("stack_trace", ""), (name, body["message"][:500])
+        assert len(r.content) < 200_000, name  # the error never echoes a huge body back
+    # and the server is still answering
+    assert _post(served["url"], [good]).status_code == 200
+
+
+def test_load_concurrent_requests_no_errors(chain, served):
+    """Bounded: 32 requests, 4 at a time, localhost; p50/p99 recorded in docs/benchmarks.md."""
+    main, ref = _pair(chain["repo"])
+    row = {"main_image": _b64(main), "ref_image": _b64(ref), "question": QUESTION}
+
+    def one(_):
+        t0 = time.perf_counter()
+        r = _post(served["url"], [row], timeout=60)
+        return r.status_code, time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, range(32)))
+    wall = time.perf_counter() - t0
+    lat = np.array([t for _, t in results])
+    errors = sum(s != 200 for s, _ in results)
+    print(f"load: 32 requests, 4 concurrent: p50 {np.percentile(lat, 50) * 1000:.0f} ms, "
+          f"p99 {np.percentile(lat, 99) * 1000:.0f} ms, {32 / wall:.1f} req/s, errors {errors}")
+    assert errors == 0
+    assert wall < 120
+
+
+def test_promotion_is_idempotent_and_refuses_an_unevaluated_version(chain):
+    repo, env = chain["repo"], chain["env"]
+    c = client(chain)
+    before = {mv.version: dict(mv.tags) for mv in c.search_model_versions("name='spotdiff-real'")}
+    again = run(["spotdiff", "register"], repo, env)
+    assert json.loads(again.stdout)["created"] is False
+    run(["spotdiff", "promote"], repo, env)
+    after = {mv.version: dict(mv.tags) for mv in c.search_model_versions("name='spotdiff-real'")}
+    assert after == before
+    assert c.get_model_version_by_alias("spotdiff-real", "champion").version == "1"
+    # a version registered without evaluation (no val.* tags) cannot be promoted
+    v1 = c.get_model_version("spotdiff-real", "1")
+    bare = c.create_model_version("spotdiff-real", v1.source, run_id=v1.run_id)
+    c.set_registered_model_alias("spotdiff-real", "candidate", bare.version)
+    refused = run(["spotdiff", "promote"], repo, env, ok=False)
+    assert refused.returncode == 2 and "evaluate it before promotion" in refused.stderr
+    assert c.get_model_version_by_alias("spotdiff-real", "champion").version == "1"
+    assert c.get_model_version("spotdiff-real", bare.version).tags["promotion.decision"] == "refused"
