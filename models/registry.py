@@ -6,9 +6,10 @@ MLflow 3 has aliases, not stages. Everything the rule needs is a tag on the mode
 from the registry alone, and the decision itself is written back as tags on the version.
 
 Consistency under interruption: the only state change that matters is the `champion` alias, set
-in one registry call *after* the decision tags say `pending`; re-running `promote` sees the same
-inputs, reaches the same decision and overwrites the tags, so a half-finished promotion is
-completed, never duplicated."""
+in one registry call *after* every decision tag is written (decision `pending`). Stopped before
+the alias, a re-run reaches the same decision and rewrites the tags; stopped after it, a re-run
+finds the candidate already champion and still `pending`, and only marks it `promoted`. Either
+way a half-finished promotion is completed, never duplicated (tests/reliability/test_promotion_interrupted.py)."""
 
 from __future__ import annotations
 
@@ -73,16 +74,22 @@ def promote(client: MlflowClient, rule: PromotionRule, name: str = MODEL_NAME) -
         client.set_model_version_tag(name, cand_v, "promotion.decision", "refused")
         client.set_model_version_tag(name, cand_v, "promotion.reason", str(e))
         raise
-    if decision.promote:
-        client.set_model_version_tag(name, cand_v, "promotion.decision", "pending")
-        client.set_registered_model_alias(name, CHAMPION, cand_v)
+    if decision.code == "already_champion" and candidate.tags.get("promotion.decision") == "pending":
+        # A run stopped between the alias and the last tag: the why was recorded before the
+        # alias moved (below), so only the final word is missing.
+        client.set_model_version_tag(name, cand_v, "promotion.decision", "promoted")
     if decision.code != "already_champion":
+        # Every tag first, with decision `pending` when the alias is to move: a stop at any call
+        # leaves either the old champion (re-run decides again) or the new one with its reason.
         client.set_model_version_tag(name, cand_v, "promotion.decision",
-                                     "promoted" if decision.promote else "kept_champion")
+                                     "pending" if decision.promote else "kept_champion")
         client.set_model_version_tag(name, cand_v, "promotion.code", decision.code)
         client.set_model_version_tag(name, cand_v, "promotion.reason", decision.reason)
         client.set_model_version_tag(name, cand_v, "promotion.rule",
                                      f"{rule.metric} > champion + {rule.margin}; ties by {rule.tie_breaker}")
         client.set_model_version_tag(name, cand_v, "promotion.champion_before", before or "")
+    if decision.promote:
+        client.set_registered_model_alias(name, CHAMPION, cand_v)
+        client.set_model_version_tag(name, cand_v, "promotion.decision", "promoted")
     after = cand_v if decision.promote else before
     return PromotionResult(name, cand_v, before, after, decision)
