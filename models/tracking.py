@@ -31,6 +31,29 @@ def git_commit(cwd: str | Path = ".") -> str:
     return head + ("-dirty" if dirty else "")
 
 
+class TrackingUnreachable(ConnectionError):
+    """The MLflow server does not answer: said before any compute, not after a training run."""
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Pre-flight for an http(s) tracking URI: GET /health once. MLflow's own client retries a
+    refused connection with backoff for minutes, and the first call comes after the tokenizer
+    is trained; a store that is a file or sqlite path needs no server."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return  # the server answered (an auth proxy may refuse /health): reachable
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise TrackingUnreachable(f"MLflow tracking server {uri} is unreachable ({reason}); start it "
+                                  "(`mlflow server` / the local stack) or set MLFLOW_TRACKING_URI") from e
+
+
 def data_version(*files: str | Path) -> str:
     """sha256 over the residual manifest (which holds every shard's sha256) and pairs.parquet:
     changes exactly when the training data does."""

@@ -59,10 +59,14 @@ def new_run_name(profile: str) -> str:
 
 def launch(params: dict, run_name: str | None = None, tags: dict | None = None):
     """Everything a training run needs, from resolved params. Returns models.train.FitResult."""
-    from models.tracking import data_version, git_commit
+    from models.tracking import TrackingUnreachable, check_reachable, data_version, git_commit
     from models.train import RunSpec, ScalingSpec, TrackingSpec, fit
     from models.train_loop import DataSpec, TrainConfig
 
+    try:
+        check_reachable(tracking_uri(params))  # before any data is read or Ray is started
+    except TrackingUnreachable as e:
+        raise UserError(str(e)) from e
     t, d = params["train"], params["data"]
     residuals = Path(_abs(d["residuals_root"]))
     pairs = Path(_abs(d["prepared_root"])) / "pairs.parquet"
