@@ -70,7 +70,7 @@ def results_markdown(summary: dict, runs: list[dict], group: str, chart: str, se
              f"--group {group}`.", "", setup, "",
              "Test split, scored once per run with the best-on-validation checkpoint; mean ± sd "
              "over seeds (n = seeds).", "",
-             "| variant | n | " + " | ".join(TABLE_METRICS) + " | val change_f1 |",
+             "| variant | n | " + " | ".join(TABLE_METRICS) + " | val change_f1 (last epoch) |",
              "|---|---|" + "---|" * (len(TABLE_METRICS) + 1)]
     for name, m in summary.items():
         n = m.get("test_change_f1", (0, 0, 0))[2]
