@@ -85,7 +85,9 @@ def test_repro_runs_the_chain_and_ends_with_a_champion(chain):
     import mlflow
 
     mlflow.set_tracking_uri(chain["uri"])
-    logged = mlflow.search_logged_models(filter_string=f"source_run_id = '{mv.run_id}'", output_format="list")
+    exp = c.get_run(mv.run_id).info.experiment_id
+    logged = mlflow.search_logged_models(experiment_ids=[exp], filter_string=f"source_run_id = '{mv.run_id}'",
+                                         output_format="list")
     assert [m.name for m in logged] == ["model"]
     mlmodel = yaml.safe_load((chain["repo"] / "runs/registry/model/MLmodel").read_text())
     assert "python_function" in mlmodel["flavors"] and "pytorch" not in mlmodel["flavors"]
@@ -112,12 +114,15 @@ def test_param_change_reruns_only_dependents(chain):
     params = repo / "params.yaml"
     original = params.read_text()
     try:
-        # bootstrap count feeds evaluate only: evaluate, register and promote, never train
+        # the smoke bootstrap count feeds evaluate (and what follows it), never the data or training
         params.write_text(original.replace("      bootstrap: 100", "      bootstrap: 50"))
+        assert "      bootstrap: 50" in params.read_text()
         dry = run(["dvc", "repro", "--dry"], repo, env).stdout
-        assert {s for s in CHAIN if f"Running stage '{s}'" in dry} == {"evaluate", "register", "promote"}
+        ran = {s for s in CHAIN if f"Running stage '{s}'" in dry}
+        assert "evaluate" in ran and not ran & {"synth", "ingest", "pairs", "residuals", "train"}, dry
         # the promotion margin feeds promote only; re-deciding for the champion itself changes nothing
         params.write_text(original.replace("  margin: 0.0\n", "  margin: 0.5\n", 1))
+        assert "  margin: 0.5\n" in params.read_text()
         out = run(["dvc", "repro"], repo, env).stdout
         assert {s for s in CHAIN if f"Running stage '{s}'" in out} == {"promote"}
         assert json.loads((repo / "runs/registry/champion.json").read_text())["code"] == "already_champion"
