@@ -113,12 +113,14 @@ def test_materialize_all_through_the_webserver(tmp_path):
 
         shot = os.environ.get("SPOTDIFF_SCREENSHOT")
         if shot and shutil.which("chromium"):
+            gql(url, "mutation { setNuxSeen }")  # the community pop-up would cover the graph
             profile = tempfile.mkdtemp()
             subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
                             "--disable-background-networking", "--disable-component-update",
                             "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-                            "--window-size=1600,1000", "--virtual-time-budget=20000",
-                            f"--screenshot={shot}", f"{url}/asset-groups"], check=True, timeout=120,
+                            "--window-size=1800,1000", "--virtual-time-budget=20000",
+                            f"--screenshot={shot}",
+                            f"{url}/assets/champion_model?view=lineage&lineageScope=upstream&lineageDepth=10"], check=True, timeout=120,
                            capture_output=True)
     finally:
         os.killpg(proc.pid, 15)
