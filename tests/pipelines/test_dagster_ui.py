@@ -8,7 +8,6 @@ Chromium screenshot of the asset graph (docs/img/dagster_asset_graph.png is made
 
 `python -m pytest tests/pipelines/test_dagster_ui.py` (source scripts/env.sh first)."""
 
-import json
 import os
 import shutil
 import socket
