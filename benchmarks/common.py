@@ -90,3 +90,14 @@ def medians(t: dict[str, list[float]]) -> dict[str, float]:
     import statistics
 
     return {f"{k}_s_median": statistics.median(v) for k, v in t.items() if v}
+
+
+def emit(result: dict, out=None) -> None:
+    """Print the result as JSON and, when asked, keep it in a file (docs/benchmarks.md quotes it)."""
+    import json
+
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")

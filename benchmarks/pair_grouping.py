@@ -19,7 +19,7 @@ import pipelines.env  # noqa: F401
 
 import torch
 
-from benchmarks.common import build, medians, merge, model_config, peak_rss_mb, synthetic_batch, timed_steps
+from benchmarks.common import build, emit, medians, merge, model_config, peak_rss_mb, synthetic_batch, timed_steps
 
 
 def questions_per_pair(pairs_parquet: Path, question_types: list[str] | None) -> dict:
@@ -78,11 +78,7 @@ def main() -> None:
 
         qt = load_params(profile=args.profile)["pairs"]["question_types"]
         res["data"] = questions_per_pair(args.pairs_parquet, qt)
-    text = json.dumps(res, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(res, args.out)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import pipelines.env  # noqa: F401  (telemetry off first)
 
 import torch
 
-from benchmarks.common import (build, medians, merge, model_config, peak_rss_mb, synthetic_batch,
+from benchmarks.common import (build, emit, medians, merge, model_config, peak_rss_mb, synthetic_batch,
                                timed_steps)
 
 REPO = str(Path(__file__).resolve().parents[1])
@@ -135,11 +135,7 @@ def main() -> None:
             "1 worker x %d threads" % args.threads: q / res["ray_1w"]["ray"]["wall_s_median"],
             "2 workers x %d threads" % (args.threads // 2): 2 * q / res["ray_2w"]["ray"]["wall_s_median"]}
     ray.shutdown()
-    text = json.dumps(res, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(res, args.out)
 
 
 if __name__ == "__main__":
