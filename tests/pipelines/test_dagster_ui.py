@@ -31,6 +31,8 @@ BACKFILL = """mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(back
   __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
 STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
   ... on PartitionBackfill { status } ... on PythonError { message } } }"""
+META = """{ assetOrError(assetKey: {path: ["registered_model"]}) { ... on Asset {
+  assetMaterializations(limit: 1) { metadataEntries { label ... on MarkdownMetadataEntry { mdStr } } } } } }"""
 RUNS = """query($id: String!) { runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
   ... on Runs { results { runId status } } } }"""
 
@@ -110,6 +112,12 @@ def test_materialize_all_through_the_webserver(tmp_path):
         assert ("champion_model", "promotion_rule") in checks
         failed = {k: v for k, v in checks.items() if v is None or v["status"] != "SUCCEEDED"}
         assert not failed, failed
+
+        # the evaluation pictures are in the registered model's metadata, inline
+        meta = gql(url, META)["assetOrError"]["assetMaterializations"][0]["metadataEntries"]
+        pictures = {e["label"]: e.get("mdStr", "") for e in meta}
+        for label in ("sample_sheet", "change_confusion"):
+            assert pictures[label].startswith(f"![{label}.png](data:image/png;base64,"), label
 
         shot = os.environ.get("SPOTDIFF_SCREENSHOT")
         if shot and shutil.which("chromium"):
