@@ -6,7 +6,11 @@ questions, so the image encoders run once per pair however many questions it has
 Distribution is shard-level: rank r of W reads shards r, r+W, ... (no worker reads another's
 bytes). When there are fewer shards than workers it falls back to pair-level striding, so tiny
 datasets still feed every worker. DDP needs every rank to take the same number of steps, so
-`steps_per_epoch` is agreed up front from per-rank pair counts (read from one parquet column)."""
+`steps_per_epoch` is agreed up front from per-rank pair counts (read from one parquet column).
+
+Roots are local paths or URLs (s3://...), read through assets/storage.py: the same code trains
+from a laptop folder or straight from the object store. `storage_options` (the S3 endpoint) come
+in from the entry point; this module never reads the environment."""
 
 from __future__ import annotations
 
@@ -14,13 +18,14 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from assets.shards import decode_image, read_manifest
+from assets.shards import MANIFEST_NAME, decode_image
+from assets.storage import Storage
 from models.augment import AugmentConfig, augment_pair
 
 # residual kind -> the reference column the model sees (the residual is main minus that image).
@@ -71,11 +76,22 @@ class PairBatch:
         return int(self.pair_index.numel())
 
 
+def open_parquet(url: str | Path, options: dict[str, Any] | None = None) -> pq.ParquetFile:
+    """A parquet file by local path or URL. A plain path goes to pyarrow as before (it maps the
+    file itself); a URL opens as a seekable fsspec file, so reading one row group or two columns
+    fetches only those byte ranges from S3, not the whole shard."""
+    url = str(url)
+    if "://" not in url:
+        return pq.ParquetFile(url)
+    return pq.ParquetFile(Storage(url, options or {}).fs.open(url, "rb"))
+
+
 def load_questions(pairs_parquet: str | Path, split: str,
-                   question_types: Sequence[str] | None = None) -> dict[str, tuple[QA, ...]]:
+                   question_types: Sequence[str] | None = None,
+                   options: dict[str, Any] | None = None) -> dict[str, tuple[QA, ...]]:
     """pair_id -> its questions, in file order. question_types None or ["all"] keeps every type."""
-    table = pq.read_table(pairs_parquet, columns=["pair_id", "question", "answer",
-                                                   "question_type", "split"])
+    table = open_parquet(pairs_parquet, options).read(columns=["pair_id", "question", "answer",
+                                                               "question_type", "split"])
     keep_all = not question_types or "all" in question_types
     grouped: dict[str, list[QA]] = defaultdict(list)
     for row in table.to_pylist():
@@ -85,25 +101,27 @@ def load_questions(pairs_parquet: str | Path, split: str,
     return {k: tuple(v) for k, v in grouped.items()}
 
 
-def shard_paths(root: str | Path) -> tuple[list[Path], int]:
-    """Shard files in manifest order, and the stored image side."""
-    manifest = read_manifest(root)
-    return [Path(root) / s["path"] for s in manifest["shards"]], int(manifest["image_size"])
+def shard_paths(root: str | Path, options: dict[str, Any] | None = None) -> tuple[list[str], int]:
+    """Shard files (paths or URLs, in the root's form) in manifest order, and the stored image
+    side. Strings, not Paths: Path("s3://b/k") would collapse the "//"."""
+    storage = Storage(str(root), options or {})
+    manifest = storage.read_json(MANIFEST_NAME)
+    return [storage.url(s["path"]) for s in manifest["shards"]], int(manifest["image_size"])
 
 
-def assign(paths: list[Path], rank: int, world: int) -> tuple[list[Path], int, int]:
+def assign(paths: list[str], rank: int, world: int) -> tuple[list[str], int, int]:
     """(shards this rank reads, row stride, row offset). Shard-level when every rank gets one."""
     if len(paths) >= world:
         return paths[rank::world], 1, 0
     return paths, world, rank
 
 
-def count_pairs(paths: Sequence[Path], split: str, questions: dict, stride: int = 1,
-                offset: int = 0) -> int:
+def count_pairs(paths: Sequence[str | Path], split: str, questions: dict, stride: int = 1,
+                offset: int = 0, options: dict[str, Any] | None = None) -> int:
     """Pairs this rank will yield in an epoch, reading only two columns."""
     n = 0
     for path in paths:
-        cols = pq.read_table(path, columns=["pair_id", "split"]).to_pydict()
+        cols = open_parquet(path, options).read(columns=["pair_id", "split"]).to_pydict()
         for i, (pid, sp) in enumerate(zip(cols["pair_id"], cols["split"])):
             if sp == split and pid in questions and (i % stride) == offset:
                 n += 1
@@ -118,10 +136,11 @@ class PairStream(torch.utils.data.IterableDataset):
     def __init__(self, root: str | Path, split: str, questions: dict[str, tuple[QA, ...]],
                  residual_kind: str, aug: AugmentConfig, augment: bool, seed: int = 0,
                  rank: int = 0, world: int = 1, shuffle_buffer: int = 64,
-                 max_pairs: int | None = None):
+                 max_pairs: int | None = None, storage_options: dict[str, Any] | None = None):
         if residual_kind not in REF_COLUMN:
             raise ValueError(f"residual_kind must be one of {sorted(REF_COLUMN)}, got {residual_kind!r}")
-        all_paths, self.image_size = shard_paths(root)
+        self.options = dict(storage_options or {})
+        all_paths, self.image_size = shard_paths(root, self.options)
         self.paths, self.stride, self.offset = assign(all_paths, rank, world)
         self.split, self.questions, self.ref_column = split, questions, REF_COLUMN[residual_kind]
         self.aug, self.augment, self.seed, self.rank = aug, augment, seed, rank
@@ -131,7 +150,8 @@ class PairStream(torch.utils.data.IterableDataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        n = count_pairs(self.paths, self.split, self.questions, self.stride, self.offset)
+        n = count_pairs(self.paths, self.split, self.questions, self.stride, self.offset,
+                        self.options)
         return n if self.max_pairs is None else min(n, self.max_pairs)
 
     def _rows(self, rng: random.Random) -> Iterator[dict]:
@@ -140,7 +160,7 @@ class PairStream(torch.utils.data.IterableDataset):
             rng.shuffle(paths)
         columns = ["pair_id", "split", "main", self.ref_column]
         for path in paths:
-            pf = pq.ParquetFile(path)
+            pf = open_parquet(path, self.options)
             index = 0
             for rg in range(pf.num_row_groups):
                 for row in pf.read_row_group(rg, columns=columns).to_pylist():

@@ -54,12 +54,13 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
                                   "(`mlflow server` / the local stack) or set MLFLOW_TRACKING_URI") from e
 
 
-def data_version(*files: str | Path) -> str:
+def data_version(*files: str | Path | bytes) -> str:
     """sha256 over the residual manifest (which holds every shard's sha256) and pairs.parquet:
-    changes exactly when the training data does."""
+    changes exactly when the training data does. Each item is a local path or the file's bytes
+    (the entry point reads s3:// files through the storage layer; this module stays env-free)."""
     h = hashlib.sha256()
     for f in files:
-        h.update(Path(f).read_bytes())
+        h.update(f if isinstance(f, bytes) else Path(f).read_bytes())
     return h.hexdigest()[:16]
 
 

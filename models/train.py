@@ -62,13 +62,14 @@ class FitResult:
     output_dir: Path
 
 
-def train_tokenizer_files(pairs_parquet: str, vocab_size: int, question_types) -> dict[str, str]:
+def train_tokenizer_files(pairs_parquet: str, vocab_size: int, question_types,
+                          options: dict | None = None) -> dict[str, str]:
     """The run's tokenizer, as {file name: text}: small enough to ship to every worker in the
     train_loop_config, so workers on other nodes need no shared disk for it."""
     from models.data import load_questions
     from models.tokenizer import train_tokenizer
 
-    questions = load_questions(pairs_parquet, TOKENIZER_TRAIN_SPLIT, question_types)
+    questions = load_questions(pairs_parquet, TOKENIZER_TRAIN_SPLIT, question_types, options)
     texts = [t for qas in questions.values() for qa in qas for t in (qa.question, qa.answer)]
     if not texts:
         raise ValueError(f"{pairs_parquet}: no {TOKENIZER_TRAIN_SPLIT} questions to train the tokenizer on")
@@ -158,7 +159,7 @@ def fit(train_cfg: TrainConfig, model_cfg: dict, data: DataSpec, scaling: Scalin
     from models import tracking as trk
 
     tok_files = train_tokenizer_files(data.pairs_parquet, int(model_cfg["vocab_size"]),
-                                      train_cfg.question_types)
+                                      train_cfg.question_types, data.pairs_options)
     out = Path(run.output_dir)
     tok_dir = write_files(tok_files, out / "tokenizer")
     from models.tokenizer import load_tokenizer

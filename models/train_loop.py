@@ -52,11 +52,16 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DataSpec:
+    """Where the data lives: local paths or URLs. The fsspec options (S3 endpoint) ride along
+    so Ray workers on other nodes reach the same store; the entry point fills them from env."""
+
     residuals_root: str
     pairs_parquet: str
     tokenizer_dir: str
     train_split: str = "train"
     val_split: str = "val"
+    residuals_options: dict = field(default_factory=dict)
+    pairs_options: dict = field(default_factory=dict)
 
 
 class Tracker(Protocol):
@@ -152,10 +157,11 @@ def augment_config(cfg: TrainConfig, model_cfg: dict) -> AugmentConfig:
 
 def make_stream(data: DataSpec, split: str, cfg: TrainConfig, model_cfg: dict, augment: bool,
                 rank: int = 0, world: int = 1, max_pairs: int | None = None) -> PairStream:
-    questions = load_questions(data.pairs_parquet, split, cfg.question_types)
+    questions = load_questions(data.pairs_parquet, split, cfg.question_types, data.pairs_options)
     return PairStream(data.residuals_root, split, questions, model_cfg["residual_kind"],
                       augment_config(cfg, model_cfg), augment=augment, seed=cfg.seed, rank=rank,
-                      world=world, shuffle_buffer=cfg.shuffle_buffer, max_pairs=max_pairs)
+                      world=world, shuffle_buffer=cfg.shuffle_buffer, max_pairs=max_pairs,
+                      storage_options=data.residuals_options)
 
 
 def collate_for(tokenizer, model_cfg: dict):

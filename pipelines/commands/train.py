@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 from datetime import datetime, timezone
-from pathlib import Path
 
 import typer
 import yaml
@@ -59,20 +58,22 @@ def new_run_name(profile: str) -> str:
 
 def launch(params: dict, run_name: str | None = None, tags: dict | None = None):
     """Everything a training run needs, from resolved params. Returns models.train.FitResult."""
+    from assets.shards import MANIFEST_NAME
     from models.tracking import TrackingUnreachable, check_reachable, data_version, git_commit
     from models.train import RunSpec, ScalingSpec, TrackingSpec, fit
     from models.train_loop import DataSpec, TrainConfig
+    from pipelines.resources import storage_for
 
     try:
         check_reachable(tracking_uri(params))  # before any data is read or Ray is started
     except TrackingUnreachable as e:
         raise UserError(str(e)) from e
     t, d = params["train"], params["data"]
-    residuals = Path(_abs(d["residuals_root"]))
-    pairs = Path(_abs(d["prepared_root"])) / "pairs.parquet"
-    for need in (residuals / "manifest.json", pairs):
-        if not need.exists():
-            raise UserError(f"{need}: not found; materialize the data first "
+    # Local folders or s3:// URLs alike, through the one storage layer (endpoint from env).
+    residuals, prepared = storage_for(_abs(d["residuals_root"])), storage_for(_abs(d["prepared_root"]))
+    for store, name in ((residuals, MANIFEST_NAME), (prepared, "pairs.parquet")):
+        if not store.exists(name):
+            raise UserError(f"{store.url(name)}: not found; materialize the data first "
                             "(`dagster asset materialize` or `dvc repro residuals`)")
     if "model" not in params:
         raise UserError("params.yaml: no `model` section")
@@ -82,7 +83,8 @@ def launch(params: dict, run_name: str | None = None, tags: dict | None = None):
     tr = params["tracking"]
     return fit(
         train_cfg, dict(params["model"]),
-        DataSpec(str(residuals), str(pairs), tokenizer_dir=""),
+        DataSpec(residuals.root, prepared.url("pairs.parquet"), tokenizer_dir="",
+                 residuals_options=residuals.options, pairs_options=prepared.options),
         ScalingSpec(t["num_workers"], t["use_gpu"], dict(t["resources_per_worker"])),
         RunSpec(name, _abs(t["storage_path"]), _abs(t["output_dir"]), t["max_failures"],
                 t["num_to_keep"]),
@@ -90,7 +92,8 @@ def launch(params: dict, run_name: str | None = None, tags: dict | None = None):
                      tr["system_metrics_interval_s"], tr["log_model"], tr["sample_predictions"]),
         params_flat=flatten(params),
         tags={"git_commit": git_commit(repo_root()),
-              "data_version": data_version(residuals / "manifest.json", pairs),
+              "data_version": data_version(residuals.read_bytes(MANIFEST_NAME),
+                                           prepared.read_bytes("pairs.parquet")),
               "profile": params["profile"], **(tags or {})},
         test_num_beams=t["test_num_beams"],
         score_kwargs=({"n_boot": params["evaluate"]["bootstrap"], "seed": params["evaluate"]["seed"]}
