@@ -362,21 +362,17 @@ def test_shards_written_to_s3_from_raw_on_s3(stack, raw_on_s3, shards_on_s3):
 
 
 def test_training_on_the_ray_cluster_checkpoints_on_s3_tracked_in_mlflow(stack, shards_on_s3, tmp_path):
-    import fsspec
     import mlflow
     import ray
     from ray._private import state
+    from models.tracking import data_version
     prepared, residuals = shards_on_s3
-    # The training input pipeline reads shards from a local path: stage them in from S3.
-    with env_of(stack):
-        fs = fsspec.filesystem("s3")
-        for name, url in (("prepared", prepared), ("residuals", residuals)):
-            fs.get(url.removeprefix("s3://"), str(tmp_path / name), recursive=True)
+    # Training reads shards and pairs.parquet straight from S3: same params keys, s3:// values.
     run_name = f"smoke-{uuid.uuid4().hex[:6]}"
     storage = f"s3://{S.BUCKET}/{S.PREFIX['ray']}"
     out = spotdiff(stack, "train", "--profile", "smoke", "--run-name", run_name,
-                   "--set", f"data.prepared_root={tmp_path / 'prepared'}",
-                   "--set", f"data.residuals_root={tmp_path / 'residuals'}",
+                   "--set", f"data.prepared_root={prepared}",
+                   "--set", f"data.residuals_root={residuals}",
                    "--set", f"train.storage_path={storage}",
                    "--set", f"train.output_dir={tmp_path / 'model'}", "--set", "train.epochs=1",
                    "--set", "train.val_max_pairs=4")
@@ -398,24 +394,45 @@ def test_training_on_the_ray_cluster_checkpoints_on_s3_tracked_in_mlflow(stack, 
     # The MLflow run is in Postgres, its artifacts (the same checkpoint) on S3 via the server.
     assert sql(stack, "mlflow", "SELECT status, name FROM runs WHERE run_uuid = %s",
                (run_id,)) == [("FINISHED", run_name)]
+    # The data it trained on is the S3 data: its data_version tag hashes the bytes on S3.
+    want = data_version(s3_bytes(stack, f"{residuals}/manifest.json"),
+                        s3_bytes(stack, f"{prepared}/pairs.parquet"))
+    assert sql(stack, "mlflow", "SELECT value FROM tags WHERE run_uuid = %s AND key = 'data_version'",
+               (run_id,)) == [(want,)]
     n_metrics = sql(stack, "mlflow", "SELECT count(*) FROM metrics WHERE run_uuid = %s", (run_id,))
     assert n_metrics[0][0] > 0
     keys = [o["Key"] for o in stack.s3_client().list_objects_v2(
         Bucket=S.BUCKET, Prefix=f"{S.PREFIX['mlflow']}/").get("Contents", [])]
     logged = [k for k in keys if run_id in k and k.endswith("checkpoint/model.safetensors")]
     assert len(logged) == 1 and s3_bytes(stack, f"s3://{S.BUCKET}/{logged[0]}") == weights
-    # Register the run's MLflow model: the version lands in Postgres, its files on S3.
+    # `spotdiff register`'s code path, in its own process as the CLI runs it (the command takes
+    # no --set, so the same overrides go in as JSON): the pyfunc is logged into the run, the
+    # version lands in Postgres, its files on S3, and the sample sheet is drawn from S3 shards.
+    name = f"smoke-{run_name}"
+    overrides = {"data": {"prepared_root": prepared, "residuals_root": residuals},
+                 "train": {"output_dir": str(tmp_path / "model")},
+                 "registry": {"model_name": name, "output_dir": str(tmp_path / "registry")}}
+    code = ("import pipelines.env, json, sys, dataclasses\n"
+            "from pipelines.commands.common import params_for\n"
+            "from pipelines.commands.registry import register_from_params\n"
+            "reg = register_from_params(params_for('smoke', json.loads(sys.argv[1])))\n"
+            "print(json.dumps(dataclasses.asdict(reg)))")
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(overrides)], capture_output=True,
+                       text=True, timeout=600, cwd=INFRA.parent, env={**os.environ, **stack.env()})
+    assert r.returncode == 0, r.stderr[-5000:]
+    reg = json.loads(r.stdout.strip().splitlines()[-1])
     with env_of(stack):
         mlflow.set_tracking_uri(stack.env()["MLFLOW_TRACKING_URI"])
         try:
             models = mlflow.search_logged_models(
                 experiment_ids=[mlflow.get_run(run_id).info.experiment_id],
                 filter_string=f"source_run_id = '{run_id}'", output_format="list")
-            assert len(models) == 1
-            mv = mlflow.register_model(f"models:/{models[0].model_id}", f"smoke-{run_name}")
         finally:
             mlflow.set_tracking_uri(None)
-    rows = sql(stack, "mlflow", "SELECT version, run_id FROM model_versions WHERE name = %s",
-               (f"smoke-{run_name}",))
-    assert rows == [(int(mv.version), run_id)]
+    assert reg["created"] and reg["run_id"] == run_id and len(models) == 1
+    rows = sql(stack, "mlflow", "SELECT version, run_id FROM model_versions WHERE name = %s", (name,))
+    assert rows == [(int(reg["version"]), run_id)]
+    keys = [o["Key"] for o in stack.s3_client().list_objects_v2(
+        Bucket=S.BUCKET, Prefix=f"{S.PREFIX['mlflow']}/").get("Contents", [])]
     assert any(models[0].model_id in k and k.endswith("/MLmodel") for k in keys)
+    assert (tmp_path / "registry" / "sample_sheet.png").stat().st_size > 0
