@@ -4,6 +4,7 @@ confusion matrix of finding changes. Pure matplotlib; MLflow/Dagster adapters lo
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 
 from assets.diffvqa.grammar import ChangeSet
 from assets.shards import decode_image
+from assets.storage import read_url
 from models.answer import Answerer, decode, prepare_pair
 from models.data import shard_paths
 from models.metrics import parse_prediction
@@ -57,12 +59,15 @@ def ask_heatmap(answerer: Answerer, main_bytes: bytes, ref_bytes: bytes, questio
     return Path(path)
 
 
-def read_pairs(residuals_root: str | Path, pair_ids: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """pair_id -> (main, ref) uint8 from the shards (the stored, preprocessed images)."""
-    paths, size = shard_paths(residuals_root)
+def read_pairs(residuals_root: str | Path, pair_ids: list[str],
+               options: dict | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """pair_id -> (main, ref) uint8 from the shards (the stored, preprocessed images); local or
+    s3:// roots alike (assets/storage.py)."""
+    paths, size = shard_paths(residuals_root, options)
     want, out = set(pair_ids), {}
     for path in paths:
-        for row in pq.read_table(path, columns=["pair_id", "main", "ref"]).to_pylist():
+        table = pq.read_table(io.BytesIO(read_url(path, options)), columns=["pair_id", "main", "ref"])
+        for row in table.to_pylist():
             if row["pair_id"] in want and row["pair_id"] not in out:
                 out[row["pair_id"]] = tuple((decode_image(row[c], size) * 255).round().astype(np.uint8)
                                             for c in ("main", "ref"))
@@ -70,7 +75,7 @@ def read_pairs(residuals_root: str | Path, pair_ids: list[str]) -> dict[str, tup
 
 
 def sample_sheet(answerer: Answerer, residuals_root: str | Path, predictions: list[dict],
-                 path: str | Path, n: int = 4) -> Path:
+                 path: str | Path, n: int = 4, options: dict | None = None) -> Path:
     """predictions: test records (pair_id, question, answer, prediction); one row per pair."""
     plt = _plt()
     seen, rows = set(), []
@@ -80,7 +85,7 @@ def sample_sheet(answerer: Answerer, residuals_root: str | Path, predictions: li
             rows.append(r)
         if len(rows) == n:
             break
-    images = read_pairs(residuals_root, [r["pair_id"] for r in rows])
+    images = read_pairs(residuals_root, [r["pair_id"] for r in rows], options)
     rows = [r for r in rows if r["pair_id"] in images]
     fig, axes = plt.subplots(max(len(rows), 1), 4, figsize=(12, 3.4 * max(len(rows), 1)), squeeze=False)
     for ax_row, r in zip(axes, rows):

@@ -81,10 +81,13 @@ def evaluation_pictures(params: dict, out: Path, folder: Path, run_id: str, uri:
     from models.tracking import TRAIN_CURVES
 
     records = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text().splitlines() if line]
+    from pipelines.resources import storage_options
+
     answerer = Answerer(out / "best", preprocess_from_params(params))
+    root = _abs(params["data"]["residuals_root"])
     files = {
-        "sample_sheet": pictures.sample_sheet(answerer, _abs(params["data"]["residuals_root"]), records,
-                                              folder / "sample_sheet.png", params["registry"]["sample_pairs"]),
+        "sample_sheet": pictures.sample_sheet(answerer, root, records, folder / "sample_sheet.png",
+                                              params["registry"]["sample_pairs"], storage_options(root)),
         "change_confusion": pictures.confusion_png(pictures.change_confusion(records),
                                                    folder / "change_confusion.png"),
     }
