@@ -86,7 +86,11 @@ def test_pinned_versions_match_what_ci_runs():
     series = f"0.{minor + 16}"
     assert version("dagster-postgres").startswith(series + ".")
     assert f"'dagster-k8s>={series},<0.{minor + 17}'" in (INFRA / "Dockerfile").read_text()
-    assert f'"dagster-postgres>={series},<0.{minor + 17}"' in (REPO / "pyproject.toml").read_text()
+    # pyproject pins the exact releases the images and chart name (a range let a fresh clone
+    # resolve dagster 1.13.26 against a 1.13.27 chart)
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert f'"dagster=={dagster_v}"' in pyproject
+    assert f'"dagster-postgres=={series}.{dagster_v.split(".")[2]}"' in pyproject
 
 
 def test_compose_services_ports_images(compose):
