@@ -11,7 +11,8 @@ from rich.console import Console
 
 from pipelines.params import ParamsError, load_params
 
-err_console = Console(stderr=True)
+# soft_wrap: an error is one line whatever the terminal width (CI has no TTY and wraps at 80).
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 class UserError(Exception):

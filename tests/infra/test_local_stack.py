@@ -192,16 +192,33 @@ def test_ray_cluster_has_two_nodes_and_tasks_reach_s3(stack):
         assert s3.get_object(Bucket=S.BUCKET, Key=f"probe/ray-{i}")["Body"].read().decode() == node
 
 
+_RAY_CLIENT_PROBE = """
+import json, sys, ray
+ray.init(sys.argv[1], logging_level="ERROR")
+alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+node = ray.get(ray.remote(lambda: ray.get_runtime_context().get_node_id()).remote(), timeout=120)
+print(json.dumps({"alive": alive, "node": node}))
+"""
+
+
 def test_ray_client_for_drivers_that_are_not_ray_nodes(stack):
-    """compose and Helm give Dagster runs RAY_ADDRESS=ray://...: the Ray Client path works."""
-    import ray
-    ray.init(f"ray://127.0.0.1:{stack.ray_client_port()}", logging_level="ERROR")
-    try:
-        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-        node = ray.get(ray.remote(lambda: ray.get_runtime_context().get_node_id()).remote(), timeout=120)
-    finally:
-        ray.shutdown()
-    assert len(alive) == 2 and node in alive  # the task ran on a node of the stack's cluster
+    """compose and Helm give Dagster runs RAY_ADDRESS=ray://...: the Ray Client path works.
+
+    Run in a child process: a failed `ray.init("ray://...")` leaves this process in Ray client
+    mode, and every later `ray.init` in the test session then fails (seen in CI). The head's
+    proxier starts one client server per driver; on a cold head that start has failed once
+    (ray_client_server_23000), so a second driver is allowed before the path counts as broken."""
+    errors = []
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-c", _RAY_CLIENT_PROBE,
+                              f"ray://127.0.0.1:{stack.ray_client_port()}"],
+                             env={**os.environ, **stack.env()}, capture_output=True, text=True, timeout=300)
+        if res.returncode == 0:
+            break
+        errors.append(res.stderr[-2000:])
+    assert res.returncode == 0, "\n---\n".join(errors)
+    probe = json.loads(res.stdout.strip().splitlines()[-1])
+    assert len(probe["alive"]) == 2 and probe["node"] in probe["alive"]  # ran on the stack's cluster
 
 
 def graphql(stack, query: str, variables: dict | None = None) -> dict:
