@@ -2,6 +2,8 @@
 when the rule says so, idempotent, refuses unevaluated versions, records its reason.
 `python -m pytest tests/models/test_registry.py`"""
 
+import os
+
 import mlflow
 import pytest
 from mlflow import MlflowClient
@@ -24,8 +26,13 @@ def client(tmp_path):
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     mlflow.set_experiment("registry-test")
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     yield MlflowClient(uri, uri)
+    # set_*_uri also export MLFLOW_*_URI to the environment: undo that for later tests
     mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    for k, v in saved.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def new_version(client, val_metrics=None):

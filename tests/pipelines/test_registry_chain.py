@@ -47,7 +47,11 @@ def chain(tmp_path_factory):
     env = {**os.environ, "SPOTDIFF_PROFILE": "smoke", "PYTHONPATH": str(repo),
            "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    for k in ("SPOTDIFF_PARAMS", "MLFLOW_TRACKING_URI", "SPOTDIFF_MIMIC_ROOT", "SPOTDIFF_DIFFVQA_ROOT"):
+    # mlflow.set_tracking_uri / set_registry_uri in earlier tests of this process export
+    # MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI: the chain must use the clone's own store only.
+    for k in [k for k in env if k.startswith("MLFLOW_") and k != "MLFLOW_DISABLE_TELEMETRY"]:
+        env.pop(k)
+    for k in ("SPOTDIFF_PARAMS", "SPOTDIFF_MIMIC_ROOT", "SPOTDIFF_DIFFVQA_ROOT"):
         env.pop(k, None)
     run(["git", "clone", "-q", str(REPO), str(repo)], REPO, env)
     t0 = time.perf_counter()
