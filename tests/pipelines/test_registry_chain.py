@@ -65,7 +65,7 @@ def chain(tmp_path_factory):
 def client(chain):
     from mlflow import MlflowClient
 
-    return MlflowClient(chain["uri"])
+    return MlflowClient(chain["uri"], registry_uri=chain["uri"])  # never a registry set by another test
 
 
 def test_repro_runs_the_chain_and_ends_with_a_champion(chain):
