@@ -21,3 +21,23 @@ def smoke_dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth-smoke")
     generate(root, cfg)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _isolate_mlflow_uris():
+    """mlflow.set_tracking_uri / set_registry_uri set process globals AND export MLFLOW_*_URI;
+    undo both after every test so no test (or the subprocesses it starts) sees another's store."""
+    import os
+
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {k: os.environ.get(k) for k in keys}
+    yield
+    import mlflow
+
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
