@@ -315,6 +315,12 @@ def test_promotion_is_idempotent_and_refuses_an_unevaluated_version(chain):
     assert str(c.get_model_version_by_alias("spotdiff-real", "champion").version) == "1"
     # a version registered without evaluation (no val.* tags) cannot be promoted
     v1 = c.get_model_version("spotdiff-real", "1")
+    # mlflow resolves a models:/m-... source through the process-global tracking URI, not the
+    # client's (its own TODO in SqlAlchemyStore.create_model_version); the autouse
+    # _isolate_mlflow_uris fixture undoes this after the test
+    import mlflow
+
+    mlflow.set_tracking_uri(chain["uri"])
     bare = c.create_model_version("spotdiff-real", v1.source, run_id=v1.run_id)
     c.set_registered_model_alias("spotdiff-real", "candidate", bare.version)
     refused = run(["spotdiff", "promote"], repo, env, ok=False)
