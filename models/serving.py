@@ -27,6 +27,7 @@ from PIL import Image
 
 from models.answer import Preprocess
 from models.registry import tag_version
+from models.tracking import use_store
 
 PYFUNC_FILE = Path(__file__).with_name("pyfunc.py")
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,8 +76,7 @@ def existing_version(client: MlflowClient, name: str, run_id: str):
 def log_and_register(uri: str, run_id: str, checkpoint_dir: str | Path, prep: Preprocess,
                      name: str, val_metrics: dict[str, float], test_metrics: dict[str, float],
                      data_version: str, git_commit: str) -> Registered:
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
+    client = use_store(uri)
     found = existing_version(client, name, run_id)
     if found is not None:
         mv, created = found, False

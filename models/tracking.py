@@ -31,6 +31,22 @@ def git_commit(cwd: str | Path = ".") -> str:
     return head + ("-dirty" if dirty else "")
 
 
+def use_store(uri: str) -> MlflowClient:
+    """Point this process at one MLflow store for tracking AND the registry, and return a client
+    bound to it. Both halves matter: mlflow keeps the tracking and the registry URI as separate
+    process globals (and exports MLFLOW_*_URI), and some of its calls (a models:/m-... source in
+    create_model_version, mlflow.start_run) read the globals, not the client. Setting only the
+    tracking URI lets a registry URI left by an earlier caller in the same process win."""
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return client_for(uri)
+
+
+def client_for(uri: str) -> MlflowClient:
+    """A client whose registry is the tracking store, whatever the process globals say."""
+    return MlflowClient(uri, registry_uri=uri)
+
+
 class TrackingUnreachable(ConnectionError):
     """The MLflow server does not answer: said before any compute, not after a training run."""
 
@@ -66,9 +82,8 @@ def data_version(*files: str | Path | bytes) -> str:
 
 def open_run(uri: str, experiment: str, run_name: str, params: dict, tags: dict) -> str:
     """Create the run on the driver; returns its id. Params are the flattened params.yaml."""
-    mlflow.set_tracking_uri(uri)
+    client = use_store(uri)
     exp = mlflow.set_experiment(experiment)
-    client = MlflowClient(uri)
     run = client.create_run(exp.experiment_id, run_name=run_name, tags=tags)
     # MLflow caps a param value at 6000 characters; a long list is still one readable string.
     items = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
@@ -79,7 +94,7 @@ def open_run(uri: str, experiment: str, run_name: str, params: dict, tags: dict)
 
 def find_run(uri: str, experiment: str, run_name: str) -> str | None:
     """The run a re-launched `spotdiff train --run-name X` should continue, if any."""
-    client = MlflowClient(uri)
+    client = client_for(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return None
@@ -93,7 +108,7 @@ class MlflowTracker:
 
     def __init__(self, uri: str, run_id: str, system_metrics: bool = True,
                  system_metrics_interval_s: float = 10.0):
-        mlflow.set_tracking_uri(uri)
+        use_store(uri)
         mlflow.set_system_metrics_sampling_interval(system_metrics_interval_s)
         mlflow.set_system_metrics_samples_before_logging(1)
         self.run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
@@ -111,7 +126,7 @@ class MlflowTracker:
 
 
 def fail_run(uri: str, run_id: str) -> None:
-    MlflowClient(uri).set_terminated(run_id, status="FAILED")
+    client_for(uri).set_terminated(run_id, status="FAILED")
 
 
 def plot_loss_curve(client: MlflowClient, run_id: str, path: str | Path) -> Path:
@@ -143,8 +158,7 @@ def close_run(uri: str, run_id: str, *, test_metrics: dict[str, float], best_che
               predictions: list[dict], metrics_json: Path | None, step: int,
               log_model: bool, status: str = "FINISHED") -> None:
     """Driver side, after fit: test scores (scored once), artifacts, optional MLflow model."""
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
+    client = use_store(uri)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"test_{k}": float(v) for k, v in test_metrics.items()
                             if isinstance(v, (int, float))}, step=step)
@@ -165,7 +179,7 @@ def close_run(uri: str, run_id: str, *, test_metrics: dict[str, float], best_che
 
 def tagged_runs(uri: str, experiment: str, tag: str, value: str) -> list[dict]:
     """Finished runs with tags.<tag> = value, as plain dicts (for reports such as the ablations)."""
-    client = MlflowClient(uri)
+    client = client_for(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []

@@ -38,8 +38,7 @@ def registry_dir(params: dict) -> Path:
 
 def register_from_params(params: dict, metrics_file: Path | None = None):
     """Register the last training run's best checkpoint (train.output_dir) as a new version."""
-    from mlflow import MlflowClient
-
+    from models.tracking import client_for
     from models import serving
 
     out = Path(_abs(params["train"]["output_dir"]))
@@ -56,7 +55,7 @@ def register_from_params(params: dict, metrics_file: Path | None = None):
         test.update({k: float(v) for k, v in json.loads(metrics_file.read_text()).items()
                      if isinstance(v, (int, float))})
     uri = tracking_uri(params)
-    tags = MlflowClient(uri).get_run(tm["mlflow_run_id"]).data.tags
+    tags = client_for(uri).get_run(tm["mlflow_run_id"]).data.tags
     reg = serving.log_and_register(
         uri, tm["mlflow_run_id"], out / "best", preprocess_from_params(params),
         params["registry"]["model_name"], val, test,
@@ -74,11 +73,10 @@ def evaluation_pictures(params: dict, out: Path, folder: Path, run_id: str, uri:
     import csv
 
     import mlflow
-    from mlflow import MlflowClient
 
     from models import pictures
     from models.answer import Answerer
-    from models.tracking import TRAIN_CURVES
+    from models.tracking import TRAIN_CURVES, client_for, use_store
 
     records = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text().splitlines() if line]
     from pipelines.resources import storage_options
@@ -91,7 +89,7 @@ def evaluation_pictures(params: dict, out: Path, folder: Path, run_id: str, uri:
         "change_confusion": pictures.confusion_png(pictures.change_confusion(records),
                                                    folder / "change_confusion.png"),
     }
-    client = MlflowClient(uri)
+    client = client_for(uri)
     by_step: dict[int, dict] = {}
     for key in TRAIN_CURVES:
         for m in client.get_metric_history(run_id, key):
@@ -102,7 +100,7 @@ def evaluation_pictures(params: dict, out: Path, folder: Path, run_id: str, uri:
         w.writerows(by_step[s] for s in sorted(by_step))
     files["train_curves"] = folder / "train_curves.csv"
     if log:
-        mlflow.set_tracking_uri(uri)
+        use_store(uri)
         with mlflow.start_run(run_id=run_id):
             for f in files.values():
                 mlflow.log_artifact(str(f), artifact_path="evaluation")
@@ -110,15 +108,14 @@ def evaluation_pictures(params: dict, out: Path, folder: Path, run_id: str, uri:
 
 
 def promote_from_params(params: dict):
-    from mlflow import MlflowClient
-
+    from models.tracking import client_for
     from models.promotion import PromotionRefused, PromotionRule
     from models.registry import promote
 
     r = params["registry"]
     rule = PromotionRule(metric=r["metric"], tie_breaker=r["tie_breaker"], margin=float(r["margin"]))
     try:
-        res = promote(MlflowClient(tracking_uri(params)), rule, r["model_name"])
+        res = promote(client_for(tracking_uri(params)), rule, r["model_name"])
     except (PromotionRefused, LookupError) as e:
         raise UserError(f"promote {r['model_name']}: {e}") from e
     folder = registry_dir(params)
@@ -134,7 +131,9 @@ def load_answerer(model_uri: str, tracking: str):
     """The pyfunc's own Answerer (same preprocessing and weights as the served model)."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking)
+    from models.tracking import use_store
+
+    use_store(tracking)
     try:
         model = mlflow.pyfunc.load_model(model_uri, model_config={"allow_paths": True})
     except mlflow.exceptions.MlflowException as e:

@@ -54,15 +54,14 @@ def champion_model(config: RegistryConfig) -> dg.MaterializeResult:
 @dg.asset_check(asset=champion_model, description="the champion alias agrees with the promotion "
                 "rule re-applied to the registry's tags")
 def promotion_rule() -> dg.AssetCheckResult:
-    from mlflow import MlflowClient
-
+    from models.tracking import client_for
     from models.promotion import PromotionRule, decide
     from models.registry import CANDIDATE, CHAMPION, _metrics_from_tags, _version_by_alias
     from pipelines.commands.train import tracking_uri
 
     params = load_params()
     r = params["registry"]
-    client = MlflowClient(tracking_uri(params))
+    client = client_for(tracking_uri(params))
     cand = _version_by_alias(client, r["model_name"], CANDIDATE)
     champ = _version_by_alias(client, r["model_name"], CHAMPION)
     if cand is None or champ is None:

@@ -2,7 +2,6 @@
 rows quarantined with their line. `python -m pytest tests/assets/test_ingest.py`"""
 
 import gzip
-from datetime import datetime
 
 import polars as pl
 import pytest

@@ -4,7 +4,6 @@ one beam equals greedy; with enough beams it equals exhaustive search; outputs a
 
 import itertools
 
-import pytest
 import torch
 import torch.nn.functional as F
 

@@ -11,7 +11,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from assets.diffvqa.grammar import ChangeSet, LevelChange, compose_answer
 from assets.diffvqa.vocabulary import DIFFERENCE_QUESTION
 from models.config import ModelConfig
-from models.model import PairFeatures, ReAl, rfa_loss
+from models.model import ReAl, rfa_loss
 from models.tokenizer import decode, encode_answers, encode_questions, train_tokenizer
 
 TINY = ModelConfig(backbone="tiny", image_size=32, n_queries=2, n_embd=32, n_layer=2, n_head=2,
