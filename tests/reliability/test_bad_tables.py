@@ -2,9 +2,7 @@
 rows quarantined); a file that cannot be read as rows at all is refused by `spotdiff ingest` in
 one line naming the file, exit code 2, no traceback. `python -m pytest tests/reliability/test_bad_tables.py`"""
 
-import csv
 import gzip
-import io
 import shutil
 
 import pytest
@@ -13,7 +11,7 @@ from typer.testing import CliRunner
 from assets.ingest import QUESTIONS_CSV, ingest_images, ingest_questions
 from assets.storage import Storage
 from pipelines.cli import app
-from tests.fixtures.tiny_mimic import META_COLS, read_csv_rows, write_tiny
+from tests.fixtures.tiny_mimic import META_COLS, csv_bytes, read_csv_rows, write_tiny
 
 runner = CliRunner()
 
@@ -21,14 +19,6 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return write_tiny(tmp_path_factory.mktemp("tiny"), subjects=3)
-
-
-def _csv(cols, rows) -> bytes:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue().encode()
 
 
 def _questions(tiny, tmp_path, data: bytes) -> Storage:
@@ -57,7 +47,7 @@ def test_bad_question_field_is_quarantined_with_its_line(tiny, tmp_path, field, 
     rows = [dict(r) for r in tiny.questions]
     i = _first_diff(tiny)
     rows[i][field] = value
-    res = ingest_questions(_questions(tiny, tmp_path, _csv(list(rows[0]), rows)), ["difference"])
+    res = ingest_questions(_questions(tiny, tmp_path, csv_bytes(list(rows[0]), rows)), ["difference"])
     assert res.quarantine.select("reason", "row").rows() == [(reason, i + 2)]
     assert res.counts["rows_in"] == res.counts["rows_out"] + 1
 
@@ -65,7 +55,7 @@ def test_bad_question_field_is_quarantined_with_its_line(tiny, tmp_path, field, 
 def test_non_utf8_row_is_quarantined_not_fatal(tiny, tmp_path):
     rows = [dict(r) for r in tiny.questions]
     i = _first_diff(tiny)
-    data = _csv(list(rows[0]), rows).split(b"\n")
+    data = csv_bytes(list(rows[0]), rows).split(b"\n")
     data[i + 1] = data[i + 1].replace(b"what", "wh\xe4t".encode("latin-1"))  # latin-1 byte
     res = ingest_questions(_questions(tiny, tmp_path, b"\n".join(data)), ["difference"])
     assert res.quarantine.select("reason", "row").rows() == [("bad_encoding", i + 2)]
@@ -74,21 +64,21 @@ def test_non_utf8_row_is_quarantined_not_fatal(tiny, tmp_path):
 
 def test_bom_and_extra_columns_are_read_as_usual(tiny, tmp_path):
     rows = [{**r, "note": "extra"} for r in tiny.questions]
-    res = ingest_questions(_questions(tiny, tmp_path, b"\xef\xbb\xbf" + _csv(list(rows[0]), rows)), ["difference"])
+    res = ingest_questions(_questions(tiny, tmp_path, b"\xef\xbb\xbf" + csv_bytes(list(rows[0]), rows)), ["difference"])
     n = sum(r["question_type"] == "difference" for r in tiny.questions)
     assert res.table.height == n and res.quarantine.height == 0
 
 
 def test_short_row_is_quarantined_not_silently_unselected(tiny, tmp_path):
     rows = tiny.questions
-    data = _csv(list(rows[0]), rows) + b"50000001,10100000\n"
+    data = csv_bytes(list(rows[0]), rows) + b"50000001,10100000\n"
     res = ingest_questions(_questions(tiny, tmp_path, data), ["difference"])
     assert res.quarantine.select("reason", "row").rows() == [("unknown_question_type", len(rows) + 2)]
     assert res.quarantine["detail"][0]  # a sentence even though the field is empty
 
 
 def test_header_only_file_gives_zero_rows(tiny, tmp_path):
-    res = ingest_questions(_questions(tiny, tmp_path, _csv(list(tiny.questions[0]), [])), ["difference"])
+    res = ingest_questions(_questions(tiny, tmp_path, csv_bytes(list(tiny.questions[0]), [])), ["difference"])
     assert res.table.height == 0 and res.counts["rows_in"] == 0
 
 
@@ -98,7 +88,7 @@ def test_metadata_id_with_path_traversal_is_quarantined(tiny, tmp_path):
     shutil.copytree(tiny.mimic_root, root)
     rows = read_csv_rows(root / "mimic-cxr-2.0.0-metadata.csv.gz")
     rows[1]["dicom_id"] = "../../../../etc/passwd"
-    (root / "mimic-cxr-2.0.0-metadata.csv.gz").write_bytes(gzip.compress(_csv(META_COLS, rows)))
+    (root / "mimic-cxr-2.0.0-metadata.csv.gz").write_bytes(gzip.compress(csv_bytes(META_COLS, rows)))
     res = ingest_images(Storage(str(root)))
     assert res.quarantine.select("reason", "row").rows() == [("bad_dicom_id", 3)]
     assert not res.table["path"].str.contains("..", literal=True).any()

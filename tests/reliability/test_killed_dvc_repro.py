@@ -5,7 +5,6 @@ in the manifest matches its sha256. `python -m pytest tests/reliability/test_kil
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -15,16 +14,8 @@ import pytest
 import yaml
 
 from assets.storage import content_hash
-from tests.fixtures.tiny_mimic import write_tiny
-
-REPO = Path(__file__).resolve().parents[2]
-STAGES = ("ingest", "pairs", "residuals")
-
-
-def run(cmd, cwd, env):
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, f"{cmd}: {res.stdout}\n{res.stderr}"
-    return res.stdout + res.stderr
+from tests.fixtures.dvc_repo import DATA_STAGES as STAGES
+from tests.fixtures.dvc_repo import data_stage_repo, run
 
 
 def _locked_stages(repo: Path) -> set[str]:
@@ -32,35 +23,15 @@ def _locked_stages(repo: Path) -> set[str]:
     return set(yaml.safe_load(lock.read_text())["stages"]) if lock.exists() else set()
 
 
-@pytest.fixture
-def repo(tmp_path):
-    if not shutil.which("dvc"):
-        pytest.fail("dvc is not on PATH: `source scripts/env.sh` first")
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    stages = {k: dvc["stages"][k] for k in STAGES}
-    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["profile"] = "smoke"
-    params["data"].update(mimic_root="raw/mimic-cxr-jpg", diffvqa_root="raw/medical-diff-vqa")
+def _many_small_writes(params: dict) -> None:
     # one pair per shard and per batch: the kill lands between many small writes
     params["profiles"]["smoke"]["residuals"].update(shard_max_mb=0.001, register_iters=[4, 2])
     params["residuals"].update(batch_size=1, workers=1)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for stage in stages.values():
-        for dep in stage["deps"]:
-            if dep.startswith("assets/"):
-                (repo / dep).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(REPO / dep, repo / dep)
-    write_tiny(repo / "raw", subjects=12)
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "SPOTDIFF_PROFILE": "smoke",
-           "PYTHONPATH": str(REPO), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    env.pop("SPOTDIFF_PARAMS", None)
-    run(["git", "init", "-q"], repo, env)
-    run(["dvc", "init", "-q"], repo, env)
-    return repo, env
+
+
+@pytest.fixture
+def repo(tmp_path):
+    return data_stage_repo(tmp_path, subjects=12, edit_params=_many_small_writes)
 
 
 @pytest.mark.slow
