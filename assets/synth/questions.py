@@ -50,10 +50,15 @@ def difference_questions(ref: StudyPlan, main: StudyPlan, rng: np.random.Generat
     changes = change_set(ref, main, rng)
     out = [Question("difference", DIFFERENCE_QUESTION, compose_answer(changes), changes)]
     # An area question asks about the location both images share a finding in; its answer is
-    # that finding's level sentence alone.
+    # that finding's level sentence alone, so two findings changing level in one area (say
+    # consolidation and atelectasis in the right lower lung) get one question, about the first:
+    # a second row with the same question and another answer is a conflicting duplicate that
+    # ingestion would quarantine.
+    asked: set[str] = set()
     for lc in changes.levels:
         words = area_words(main.finding(lc.finding).location or "bilateral")  # type: ignore[union-attr]
-        if words:
+        if words and words not in asked:
+            asked.add(words)
             single = ChangeSet(levels=(lc,))
             out.append(Question("difference", AREA_QUESTION.format(words=words), compose_answer(single), single))
     return out

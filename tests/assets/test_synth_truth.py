@@ -88,3 +88,22 @@ def test_area_questions_use_location_words_and_never_bare_bilateral(smoke_datase
         m = re.fullmatch(r"what has changed in the (.+) area\?", q)
         assert m and m[1] != "bilateral", q
         assert set(m[1].split()) <= set(LOCATION_WORDS), q
+
+
+def test_the_default_plan_never_asks_one_question_twice_about_a_pair():
+    """Planned only (no rendering), the whole default profile: two findings changing level in one
+    area must give one area question, not two rows with one question and two answers (ingestion
+    would quarantine the second as a conflicting duplicate)."""
+    from pathlib import Path
+
+    from assets.synth.plan import SynthConfig, make_plan
+    from assets.synth.writer import question_tables
+    from pipelines.params import load_params
+
+    section = load_params(Path(__file__).resolve().parents[2] / "params.yaml", profile="default")["synth"]
+    cfg = SynthConfig.from_section(section, workers=1)
+    pairs, _ = question_tables(make_plan(cfg), cfg.seed)
+    keys = ["study_id", "ref_id", "question_type", "question"]
+    repeated = pairs.group_by(keys).len().filter(pl.col("len") > 1)
+    assert pairs.filter(pl.col("question_type") == "difference").height > 3000
+    assert repeated.height == 0, repeated.head()
