@@ -25,6 +25,8 @@ import pytest
 import requests
 import yaml
 
+from models.tracking import use_store
+
 REPO = Path(__file__).resolve().parents[2]
 CHAIN = ("synth", "ingest", "pairs", "residuals", "train", "evaluate", "register", "promote")
 QUESTION = "what has changed compared to the reference image?"
@@ -88,7 +90,7 @@ def test_repro_runs_the_chain_and_ends_with_a_champion(chain):
     # one logged model in the run: the pyfunc, with its signature
     import mlflow
 
-    mlflow.set_tracking_uri(chain["uri"])
+    use_store(chain["uri"])  # tracking AND registry: a registry URI left by another test must not win
     exp = c.get_run(mv.run_id).info.experiment_id
     logged = mlflow.search_logged_models(experiment_ids=[exp], filter_string=f"source_run_id = '{mv.run_id}'",
                                          output_format="list")
@@ -155,7 +157,7 @@ def _pair(repo: Path) -> tuple[Path, Path]:
 def _in_process(chain, main: Path, ref: Path) -> dict:
     import mlflow
 
-    mlflow.set_tracking_uri(chain["uri"])
+    use_store(chain["uri"])  # tracking AND registry: a registry URI left by another test must not win
     model = mlflow.pyfunc.load_model("models:/spotdiff-real@champion")
     out = model.predict(__import__("pandas").DataFrame([{
         "main_image": base64.b64encode(main.read_bytes()).decode(),
@@ -318,9 +320,7 @@ def test_promotion_is_idempotent_and_refuses_an_unevaluated_version(chain):
     # mlflow resolves a models:/m-... source through the process-global tracking URI, not the
     # client's (its own TODO in SqlAlchemyStore.create_model_version); the autouse
     # _isolate_mlflow_uris fixture undoes this after the test
-    import mlflow
-
-    mlflow.set_tracking_uri(chain["uri"])
+    use_store(chain["uri"])
     bare = c.create_model_version("spotdiff-real", v1.source, run_id=v1.run_id)
     c.set_registered_model_alias("spotdiff-real", "candidate", bare.version)
     refused = run(["spotdiff", "promote"], repo, env, ok=False)
