@@ -2,7 +2,7 @@
 
 Telemetry is off (patient-data pipelines must not phone home, and the machines have no internet),
 hub downloads are off (weights and tokenizers come from local paths), and local Ray runs without
-token auth. `setdefault` so a user's explicit setting wins."""
+token auth, and training progress prints once. `setdefault` so a user's explicit setting wins."""
 
 import os
 
@@ -15,6 +15,10 @@ DEFAULTS = {
     "TRANSFORMERS_OFFLINE": "1",
     "GX_ANALYTICS_ENABLED": "false",
     "RAY_AUTH_MODE": "disabled",
+    # Ray Train V2 turns a worker's print() into a log record AND, when something (MLflow's
+    # system-metrics monitor) has wrapped sys.stdout, prints it too: every progress line reached
+    # the driver twice. Plain print: once, still forwarded by Ray as "(RayTrainWorker pid=..)".
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
     "DO_NOT_TRACK": "1",
 }
 
