@@ -37,3 +37,23 @@ def test_summary_means_and_goal_verdicts(tmp_path):
     assert f"+residual: Δ change-F1 = {0.26 - 0.21:+.3f} vs baseline (not met)" in md
     assert f"+residual+RFA: Δ change-F1 = {0.34 - 0.21:+.3f} vs baseline (met)" in md
     assert 0.34 - 0.21 >= GOAL_DELTA > 0.26 - 0.21
+
+
+def test_question_prior_answers_the_most_frequent_training_answer_per_question():
+    from models.ablation import question_prior
+
+    general, area = "what has changed compared to the reference image?", "what has changed in the left lung area?"
+    train = [(general, "nothing has changed."), (general, "A. "), (general, "nothing has changed."),
+             (area, "B. "), (area, "C. "), (area, "C. ")]
+    assert question_prior(train, [general, area, "what has changed in the right apical area?"]) == [
+        "nothing has changed.", "C. ", "nothing has changed."]  # unseen question: overall mode
+    assert question_prior([], [general]) == [""]
+
+
+def test_results_page_shows_the_question_prior_row():
+    summary = summarize(_runs())
+    prior = {"change_f1": 0.051, "exact_match": 0.187, "CIDEr": 1.5}
+    md = results_markdown(summary, _runs(), "g1", "figures/a.png", "Setup: test.", prior=prior)
+    row = next(line for line in md.splitlines() if line.startswith("| *question prior*"))
+    assert "| 0.051 |" in row and "| 0.187 |" in row and "| 1.500 |" in row
+    assert "question prior" not in results_markdown(summary, _runs(), "g1", "figures/a.png", "Setup: test.")
