@@ -156,8 +156,10 @@ def plot_loss_curve(client: MlflowClient, run_id: str, path: str | Path) -> Path
 
 def close_run(uri: str, run_id: str, *, test_metrics: dict[str, float], best_checkpoint: Path,
               predictions: list[dict], metrics_json: Path | None, step: int,
-              log_model: bool, status: str = "FINISHED") -> None:
-    """Driver side, after fit: test scores (scored once), artifacts, optional MLflow model."""
+              status: str = "FINISHED") -> None:
+    """Driver side, after fit: test scores (scored once) and artifacts. The run's one MLflow model
+    is the pyfunc `spotdiff register` logs into it (models/serving.py, models-from-code,
+    safetensors weights): no pickled copy here."""
     client = use_store(uri)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"test_{k}": float(v) for k, v in test_metrics.items()
@@ -172,8 +174,6 @@ def close_run(uri: str, run_id: str, *, test_metrics: dict[str, float], best_che
                              artifact_file="test_predictions.json")
         with tempfile.TemporaryDirectory() as d:
             mlflow.log_artifact(str(plot_loss_curve(client, run_id, Path(d) / "loss_curve.png")))
-        # log_model: the run's one MLflow model is the pyfunc `spotdiff register` logs into this
-        # run (models/serving.py, models-from-code, safetensors weights): no pickled copy here.
     client.set_terminated(run_id, status=status)
 
 

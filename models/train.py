@@ -47,7 +47,6 @@ class TrackingSpec:
     experiment: str = "spotdiff-real"
     system_metrics: bool = True
     system_metrics_interval_s: float = 10.0
-    log_model: bool = True
     sample_predictions: int = 50
 
 
@@ -219,7 +218,7 @@ def fit(train_cfg: TrainConfig, model_cfg: dict, data: DataSpec, scaling: Scalin
     if run_id:
         trk.close_run(tracking.uri, run_id, test_metrics=test_metrics, best_checkpoint=best_dir,
                       predictions=predictions[:tracking.sample_predictions],
-                      metrics_json=metrics_path, step=steps, log_model=tracking.log_model)
+                      metrics_json=metrics_path, step=steps)
     return FitResult(run.name, run_id, best_dir, val_metrics, test_metrics, steps, out)
 
 

@@ -89,7 +89,7 @@ def launch(params: dict, run_name: str | None = None, tags: dict | None = None):
         RunSpec(name, _abs(t["storage_path"]), _abs(t["output_dir"]), t["max_failures"],
                 t["num_to_keep"]),
         TrackingSpec(tracking_uri(params), tr["experiment"], tr["system_metrics"],
-                     tr["system_metrics_interval_s"], tr["log_model"], tr["sample_predictions"]),
+                     tr["system_metrics_interval_s"], tr["sample_predictions"]),
         params_flat=flatten(params),
         tags={"git_commit": git_commit(repo_root()),
               "data_version": data_version(residuals.read_bytes(MANIFEST_NAME),

@@ -44,8 +44,7 @@ def test_run_lifecycle_logs_params_metrics_and_artifacts(uri, tmp_path):
     metrics_json.write_text(json.dumps({"test": {"change_f1": 0.5}}))
     preds = [{"question": "q", "answer": "nothing has changed.", "prediction": "nothing has changed."}]
     trk.close_run(uri, run_id, test_metrics={"change_f1": 0.5, "per_template": {"a": 1}},
-                  best_checkpoint=folder, predictions=preds, metrics_json=metrics_json, step=4,
-                  log_model=True)
+                  best_checkpoint=folder, predictions=preds, metrics_json=metrics_json, step=4)
 
     client = MlflowClient(uri)
     run = client.get_run(run_id)

@@ -44,8 +44,7 @@ def _fit(tmp, tiny, name, cfg=CFG, max_failures=0):
     result = fit(cfg, MODEL, DataSpec(str(tiny.residuals_root), str(tiny.pairs_parquet), ""),
                  ScalingSpec(num_workers=2, resources_per_worker={"CPU": 1}),
                  RunSpec(name, str(tmp / "ray"), str(tmp / name), max_failures=max_failures),
-                 TrackingSpec(uri, "test", system_metrics=True, system_metrics_interval_s=1.0,
-                              log_model=False),
+                 TrackingSpec(uri, "test", system_metrics=True, system_metrics_interval_s=1.0),
                  params_flat={"train.epochs": cfg.epochs}, tags={"git_commit": "abc"})
     return result, MlflowClient(uri)
 

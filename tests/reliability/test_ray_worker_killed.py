@@ -55,7 +55,7 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes(tmp_path):
                 box["result"] = fit(CFG, MODEL, DataSpec(str(data.residuals_root), str(data.pairs_parquet), ""),
                                     ScalingSpec(num_workers=2, resources_per_worker={"CPU": 1}),
                                     RunSpec(NAME, str(tmp_path / "ray"), str(tmp_path / "out"), max_failures=1),
-                                    TrackingSpec(uri, "test", system_metrics=False, log_model=False),
+                                    TrackingSpec(uri, "test", system_metrics=False),
                                     params_flat={}, tags={})
             except BaseException as e:  # surfaced below, in the test thread
                 box["error"] = e
