@@ -4,17 +4,14 @@ confusion matrix of finding changes. Pure matplotlib; MLflow/Dagster adapters lo
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from assets.diffvqa.grammar import ChangeSet
 from assets.shards import decode_image
-from assets.storage import read_url
 from models.answer import Answerer, decode, prepare_pair
-from models.data import shard_paths
+from models.data import open_parquet, shard_paths
 from models.metrics import parse_prediction
 
 KINDS = ("added", "missing", "level", "unchanged")
@@ -66,7 +63,7 @@ def read_pairs(residuals_root: str | Path, pair_ids: list[str],
     paths, size = shard_paths(residuals_root, options)
     want, out = set(pair_ids), {}
     for path in paths:
-        table = pq.read_table(io.BytesIO(read_url(path, options)), columns=["pair_id", "main", "ref"])
+        table = open_parquet(path, options).read(columns=["pair_id", "main", "ref"])
         for row in table.to_pylist():
             if row["pair_id"] in want and row["pair_id"] not in out:
                 out[row["pair_id"]] = tuple((decode_image(row[c], size) * 255).round().astype(np.uint8)

@@ -28,14 +28,15 @@ def _isolate_mlflow_uris():
     """mlflow.set_tracking_uri / set_registry_uri set process globals AND export MLFLOW_*_URI;
     undo both after every test so no test (or the subprocesses it starts) sees another's store."""
     import os
+    import sys
 
     keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     saved = {k: os.environ.get(k) for k in keys}
     yield
-    import mlflow
-
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
+    if "mlflow" in sys.modules:  # not imported yet: no global of its can be set
+        mlflow = sys.modules["mlflow"]
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)

@@ -38,8 +38,8 @@ def registry_dir(params: dict) -> Path:
 
 def register_from_params(params: dict, metrics_file: Path | None = None):
     """Register the last training run's best checkpoint (train.output_dir) as a new version."""
-    from models.tracking import client_for
     from models import serving
+    from models.tracking import client_for
 
     out = Path(_abs(params["train"]["output_dir"]))
     train_metrics = out / "metrics.json"
@@ -77,10 +77,9 @@ def evaluation_pictures(params: dict, out: Path, folder: Path, run_id: str, uri:
     from models import pictures
     from models.answer import Answerer
     from models.tracking import TRAIN_CURVES, client_for, use_store
-
-    records = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text().splitlines() if line]
     from pipelines.resources import storage_options
 
+    records = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text().splitlines() if line]
     answerer = Answerer(out / "best", preprocess_from_params(params))
     root = _abs(params["data"]["residuals_root"])
     files = {
@@ -108,9 +107,9 @@ def evaluation_pictures(params: dict, out: Path, folder: Path, run_id: str, uri:
 
 
 def promote_from_params(params: dict):
-    from models.tracking import client_for
     from models.promotion import PromotionRefused, PromotionRule
     from models.registry import promote
+    from models.tracking import client_for
 
     r = params["registry"]
     rule = PromotionRule(metric=r["metric"], tie_breaker=r["tie_breaker"], margin=float(r["margin"]))

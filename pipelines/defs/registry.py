@@ -54,9 +54,9 @@ def champion_model(config: RegistryConfig) -> dg.MaterializeResult:
 @dg.asset_check(asset=champion_model, description="the champion alias agrees with the promotion "
                 "rule re-applied to the registry's tags")
 def promotion_rule() -> dg.AssetCheckResult:
-    from models.tracking import client_for
     from models.promotion import PromotionRule, decide
     from models.registry import CANDIDATE, CHAMPION, _metrics_from_tags, _version_by_alias
+    from models.tracking import client_for
     from pipelines.commands.train import tracking_uri
 
     params = load_params()
