@@ -15,12 +15,15 @@ from typing import Callable
 import polars as pl
 
 from assets import quarantine as q
+from assets.finding_states import finding_targets
 from assets.ingest import ingest_images, ingest_questions
 from assets.pairs import build_pairs, read_mimic_all
 from assets.residuals import GroupResult, ResidualConfig, materialize_group, write_root_manifest
 from assets.storage import Storage
 
 IMAGES, QUESTIONS, PAIRS, QUARANTINE = "images.parquet", "questions.parquet", "pairs.parquet", "quarantine.parquet"
+# Per-pair finding states (assets/finding_states.py): the encoder's extra supervision.
+FINDING_TARGETS = "finding_targets.parquet"
 TABLE_ASSETS = ("mimic_images", "diffvqa_questions", "study_pairs")
 
 
@@ -47,6 +50,7 @@ def run_pairs(prepared: Storage, diffvqa: Storage, resplit_by_subject: bool = Fa
     res = build_pairs(prepared.read_parquet(QUESTIONS), prepared.read_parquet(IMAGES),
                       read_mimic_all(diffvqa), resplit_by_subject)
     prepared.write_parquet(res.table, PAIRS)
+    prepared.write_parquet(finding_targets(res.table), FINDING_TARGETS)
     _write_part(prepared, "study_pairs", res.quarantine, res.counts)
     return res.table, res.counts
 

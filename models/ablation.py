@@ -35,6 +35,24 @@ def question_prior(train: list[tuple[str, str]], test_questions: list[str]) -> l
     return [per_q[q].most_common(1)[0][0] if q in per_q else fallback for q in test_questions]
 
 
+def question_prior_scores(pairs, split: str, question_types, nlg: bool = True, n_boot: int = 10,
+                          seed: int = 0) -> dict | None:
+    """The question prior scored on `split` of a pairs table (polars: question_type, question,
+    answer, split), learning from its train split; None when either split is empty."""
+    import polars as pl
+
+    from models.metrics import score_predictions
+
+    keep_all = not question_types or "all" in question_types
+    if not keep_all:
+        pairs = pairs.filter(pl.col("question_type").is_in(list(question_types)))
+    train, held = pairs.filter(pl.col("split") == "train"), pairs.filter(pl.col("split") == split)
+    if train.is_empty() or held.is_empty():
+        return None
+    preds = question_prior(list(zip(train["question"], train["answer"])), held["question"].to_list())
+    return score_predictions(preds, held["answer"].to_list(), n_boot=n_boot, seed=seed, nlg=nlg)
+
+
 def _mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 

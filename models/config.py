@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, fields
 
 BACKBONES = ("resnet50", "resnet18", "tiny")
 RESIDUAL_KINDS = ("naive", "registered")
+GEN_LOSSES = ("answer", "token")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,11 @@ class ModelConfig:
     rfa_weight: float = 1.0           # λ in L_gen + λ·L_con
     rfa_stop_grad: bool = False       # True: L_con trains the residual branch only (docs/model.md)
     dropout: float = 0.1
+    gen_loss: str = "answer"          # "answer": the paper's per-answer 1/T mean | "token": per token
+    finding_heads: bool = False       # per-finding presence/level/change heads + L_find (models/finding_heads.py)
+    finding_weight: float = 1.0       # weight of L_find
+    change_weight: float = 4.0        # added/missing/level against unchanged in the change head
+    finding_tokens: bool = False      # the heads' beliefs as one decoder prefix token per finding
     pretrained_resnet: str | None = None  # local torchvision state_dict (.pth) for E_I and E_R
     pretrained_gpt2: str | None = None    # local GPT-2 folder (save_pretrained layout)
 
@@ -38,6 +44,10 @@ class ModelConfig:
             raise ValueError(f"model.backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.residual_kind not in RESIDUAL_KINDS:
             raise ValueError(f"model.residual_kind must be one of {RESIDUAL_KINDS}, got {self.residual_kind!r}")
+        if self.gen_loss not in GEN_LOSSES:
+            raise ValueError(f"model.gen_loss must be one of {GEN_LOSSES}, got {self.gen_loss!r}")
+        if self.finding_tokens and not self.finding_heads:
+            raise ValueError("model.finding_tokens needs model.finding_heads (the tokens are their beliefs)")
         if self.n_embd % self.n_head:
             raise ValueError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
         if self.use_rfa and not self.use_residual:
@@ -48,7 +58,9 @@ class ModelConfig:
     @property
     def n_prefix(self) -> int:
         """Image tokens in front of the question: residual (if any), reference, main."""
-        return self.n_queries * (3 if self.use_residual else 2)
+        from assets.finding_states import N_FINDINGS
+
+        return self.n_queries * (3 if self.use_residual else 2) + (N_FINDINGS if self.finding_tokens else 0)
 
     @property
     def n_positions(self) -> int:

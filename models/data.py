@@ -24,6 +24,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from assets.diffvqa.grammar import ChangeSet, LevelChange, compose_answer, try_parse_answer
+from assets.finding_states import N_FINDINGS, TARGET_COLUMNS
 from assets.shards import MANIFEST_NAME, decode_image
 from assets.storage import Storage
 from models.augment import AugmentConfig, augment_pair
@@ -48,6 +50,7 @@ class PairSample:
     ref: torch.Tensor
     residual: torch.Tensor
     qas: tuple[QA, ...]
+    targets: torch.Tensor | None = None  # (5, 30) long finding targets (models/finding_heads.py), -1 unknown
 
 
 @dataclass
@@ -65,6 +68,8 @@ class PairBatch:
     answer_mask: torch.Tensor    # (Q, La) long
     questions: list[str]
     answers: list[str]
+    question_types: list[str] | None = None
+    finding_targets: torch.Tensor | None = None  # (P, 5, 30) long, -1 unknown
 
     def to(self, device: torch.device | str) -> "PairBatch":
         moved = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
@@ -99,6 +104,46 @@ def load_questions(pairs_parquet: str | Path, split: str,
             continue
         grouped[row["pair_id"]].append(QA(row["question"], row["answer"], row["question_type"]))
     return {k: tuple(v) for k, v in grouped.items()}
+
+
+def load_finding_targets(path: str | Path, options: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """pair_id -> (5, 30) long targets, rows in TARGET_COLUMNS order (assets/finding_states.py)."""
+    table = open_parquet(path, options).read(columns=list(TARGET_COLUMNS)).to_pydict()
+    rows = TARGET_COLUMNS[1:]
+    return {pid: torch.tensor([table[c][i] for c in rows], dtype=torch.long)
+            for i, pid in enumerate(table["pair_id"])}
+
+
+def unknown_targets() -> torch.Tensor:
+    return torch.full((len(TARGET_COLUMNS) - 1, N_FINDINGS), -1, dtype=torch.long)
+
+
+def swap_answer(answer: str) -> str | None:
+    """The difference answer of the pair read the other way round (reference as main): added
+    and missing trade places, levels run backwards. None if it is not a difference answer."""
+    cs = try_parse_answer(answer)
+    if cs is None:
+        return None
+    return compose_answer(ChangeSet(added=cs.missing, missing=cs.added,
+                                    levels=tuple(LevelChange(c.finding, c.main_level, c.ref_level)
+                                                 for c in cs.levels)))
+
+
+def swap_targets(t: torch.Tensor) -> torch.Tensor:
+    """Main and reference rows trade places; added (1) and missing (2) changes swap."""
+    change = t[4].clone()
+    change[t[4] == 1], change[t[4] == 2] = 2, 1
+    return torch.stack([t[2], t[3], t[0], t[1], change])
+
+
+def swapped_qas(qas: tuple[QA, ...]) -> tuple[QA, ...]:
+    """Only the difference questions survive a swap: the single-image ones are about the study
+    that is now the reference."""
+    out = []
+    for qa in qas:
+        if qa.question_type == "difference" and (a := swap_answer(qa.answer)) is not None:
+            out.append(QA(qa.question, a, qa.question_type))
+    return tuple(out)
 
 
 def shard_paths(root: str | Path, options: dict[str, Any] | None = None) -> tuple[list[str], int]:
@@ -136,7 +181,8 @@ class PairStream(torch.utils.data.IterableDataset):
     def __init__(self, root: str | Path, split: str, questions: dict[str, tuple[QA, ...]],
                  residual_kind: str, aug: AugmentConfig, augment: bool, seed: int = 0,
                  rank: int = 0, world: int = 1, shuffle_buffer: int = 64,
-                 max_pairs: int | None = None, storage_options: dict[str, Any] | None = None):
+                 max_pairs: int | None = None, storage_options: dict[str, Any] | None = None,
+                 targets: dict[str, torch.Tensor] | None = None, swap_prob: float = 0.0):
         if residual_kind not in REF_COLUMN:
             raise ValueError(f"residual_kind must be one of {sorted(REF_COLUMN)}, got {residual_kind!r}")
         self.options = dict(storage_options or {})
@@ -145,6 +191,9 @@ class PairStream(torch.utils.data.IterableDataset):
         self.split, self.questions, self.ref_column = split, questions, REF_COLUMN[residual_kind]
         self.aug, self.augment, self.seed, self.rank = aug, augment, seed, rank
         self.shuffle_buffer, self.max_pairs, self.epoch = shuffle_buffer, max_pairs, 0
+        # swap_prob: share of training pairs read backwards (reference as main), which turns
+        # every "added" into a "missing": the dataset's timelines mostly add findings
+        self.targets, self.swap_prob = targets or {}, swap_prob
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -190,8 +239,13 @@ class PairStream(torch.utils.data.IterableDataset):
                 return
             main = torch.from_numpy(decode_image(row["main"], self.image_size))[None]
             ref = torch.from_numpy(decode_image(row[self.ref_column], self.image_size))[None]
+            qas = self.questions[row["pair_id"]]
+            targets = self.targets.get(row["pair_id"], unknown_targets())
+            if self.augment and self.swap_prob > 0 and rng.random() < self.swap_prob:
+                if back := swapped_qas(qas):
+                    main, ref, qas, targets = ref, main, back, swap_targets(targets)
             main, ref, residual = augment_pair(main, ref, self.aug, gen)
-            yield PairSample(row["pair_id"], main, ref, residual, self.questions[row["pair_id"]])
+            yield PairSample(row["pair_id"], main, ref, residual, qas, targets)
 
 
 def _pad(seqs: list[list[int]], pad_id: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,12 +269,13 @@ def make_collate(encode: Callable[[str], list[int]], pad_id: int, max_question_l
         return ids if eos_id is None else ids[:max_answer_len - 1] + [eos_id]
 
     def collate(samples: list[PairSample]) -> PairBatch:
-        pair_index, questions, answers = [], [], []
+        pair_index, questions, answers, types = [], [], [], []
         for p, s in enumerate(samples):
             for qa in s.qas:
                 pair_index.append(p)
                 questions.append(qa.question)
                 answers.append(qa.answer)
+                types.append(qa.question_type)
         q_ids, q_mask = _pad([encode(q) for q in questions], pad_id, max_question_len)
         a_ids, a_mask = _pad([encode_answer(a) for a in answers], pad_id, max_answer_len)
         return PairBatch(
@@ -230,7 +285,9 @@ def make_collate(encode: Callable[[str], list[int]], pad_id: int, max_question_l
             residual=torch.stack([s.residual for s in samples]),
             pair_index=torch.tensor(pair_index, dtype=torch.long),
             question_ids=q_ids, question_mask=q_mask, answer_ids=a_ids, answer_mask=a_mask,
-            questions=questions, answers=answers,
+            questions=questions, answers=answers, question_types=types,
+            finding_targets=torch.stack([s.targets if s.targets is not None else unknown_targets()
+                                         for s in samples]),
         )
 
     return collate

@@ -32,8 +32,10 @@ def _trim(seqs: torch.Tensor, eos_id: int) -> list[list[int]]:
 
 
 @torch.no_grad()
-def greedy(gpt, emb, mask, eos_id: int, max_new_tokens: int, banned: tuple[int, ...] = ()) -> list[list[int]]:
-    """emb (Q, T, D) prompt embeddings, mask (Q, T)."""
+def greedy(gpt, emb, mask, eos_id: int, max_new_tokens: int, banned: tuple[int, ...] = (),
+           logits_processor=None) -> list[list[int]]:
+    """emb (Q, T, D) prompt embeddings, mask (Q, T). logits_processor: a transformers
+    LogitsProcessor called with the answer tokens so far (models/constrained.py)."""
     banned = torch.tensor(banned, dtype=torch.long, device=emb.device)
     Q = emb.shape[0]
     wte = gpt.transformer.wte
@@ -41,6 +43,9 @@ def greedy(gpt, emb, mask, eos_id: int, max_new_tokens: int, banned: tuple[int, 
     done = torch.zeros(Q, dtype=torch.bool, device=emb.device)
     tokens = []
     for step in range(max_new_tokens):
+        if logits_processor is not None:
+            so_far = torch.stack(tokens, dim=1) if tokens else emb.new_zeros((Q, 0), dtype=torch.long)
+            logp = logits_processor(so_far, logp)
         nxt = logp.argmax(dim=-1).masked_fill(done, eos_id)  # (Q,)
         tokens.append(nxt)
         done |= nxt == eos_id
@@ -53,7 +58,8 @@ def greedy(gpt, emb, mask, eos_id: int, max_new_tokens: int, banned: tuple[int, 
 
 @torch.no_grad()
 def beam_search(gpt, emb, mask, eos_id: int, max_new_tokens: int, num_beams: int,
-                banned: tuple[int, ...] = (), length_penalty: float = 1.0) -> list[list[int]]:
+                banned: tuple[int, ...] = (), length_penalty: float = 1.0,
+                logits_processor=None) -> list[list[int]]:
     """Keep the num_beams best partial answers per question by summed log-prob; a finished beam
     keeps its score and can only be extended by eos (log-prob 0). The winner maximises
     score / length**length_penalty (HF's convention), length counting the eos."""
@@ -75,6 +81,8 @@ def beam_search(gpt, emb, mask, eos_id: int, max_new_tokens: int, num_beams: int
     eos_only[eos_id] = 0.0
     rows = torch.arange(Q, device=device)[:, None]  # (Q, 1)
     for step in range(max_new_tokens):
+        if logits_processor is not None:
+            logp = logits_processor(seqs.view(Q * B, -1), logp)
         logp = logp.view(Q, B, V).where(~done[..., None], eos_only)  # (Q, B, V)
         cand = (scores[..., None] + logp).view(Q, B * V)
         scores, idx = cand.topk(B, dim=1)  # (Q, B)

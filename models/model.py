@@ -20,6 +20,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from models.config import ModelConfig
 from models.encoders import ImageEncoder
+from models.finding_heads import FindingHeads, FindingLogits, finding_loss
 from models.projection import Projection
 
 
@@ -30,9 +31,13 @@ class PairFeatures:
     main: torch.Tensor               # (P, n_queries, n_embd)
     ref: torch.Tensor                # (P, n_queries, n_embd)
     residual: torch.Tensor | None    # (P, n_queries, n_embd)
+    findings: FindingLogits | None = None       # the finding heads' outputs (finding_heads)
+    finding_tokens: torch.Tensor | None = None  # (P, 30, n_embd) (finding_tokens)
 
     def tokens(self) -> torch.Tensor:
         parts = ([self.residual] if self.residual is not None else []) + [self.ref, self.main]
+        if self.finding_tokens is not None:
+            parts.append(self.finding_tokens)
         return torch.cat(parts, dim=1)  # (P, n_prefix, n_embd)
 
 
@@ -74,6 +79,10 @@ class ReAl(nn.Module):
             pad_token_id=pad_token_id))
         if cfg.pretrained_gpt2:
             load_gpt2_body(self.gpt, cfg.pretrained_gpt2)
+        self.finding_heads = None
+        if cfg.finding_heads:
+            res_ch = self.residual_encoder.out_channels if cfg.use_residual else 0
+            self.finding_heads = FindingHeads(self.image_encoder.out_channels, res_ch, cfg.n_embd)
 
     # ---- images ----------------------------------------------------------------------------
     def encode_pairs(self, main: torch.Tensor, ref: torch.Tensor,
@@ -81,13 +90,22 @@ class ReAl(nn.Module):
         """main, ref, residual: (P, 1, S, S). Main and reference go through E_I and the image
         projection as one batch of 2P: one encoder pass per pair whatever its question count."""
         P = main.shape[0]
-        tokens = self.image_proj(self.image_encoder(torch.cat([main, ref], dim=0)))  # (2P, nq, D)
-        res = None
+        fmap = self.image_encoder(torch.cat([main, ref], dim=0))  # (2P, C, h, w)
+        tokens = self.image_proj(fmap)  # (2P, nq, D)
+        res = res_map = None
         if self.cfg.use_residual:
             if residual is None:
                 raise ValueError("this model has a residual branch: pass the residual image")
-            res = self.residual_proj(self.residual_encoder(residual))  # (P, nq, D)
-        return PairFeatures(main=tokens[:P], ref=tokens[P:], residual=res)
+            res_map = self.residual_encoder(residual)
+            res = self.residual_proj(res_map)  # (P, nq, D)
+        feats = PairFeatures(main=tokens[:P], ref=tokens[P:], residual=res)
+        if self.finding_heads is not None:
+            pooled = fmap.mean(dim=(2, 3))
+            feats.findings = self.finding_heads(pooled[:P], pooled[P:],
+                                                res_map.mean(dim=(2, 3)) if res_map is not None else None)
+            if self.cfg.finding_tokens:
+                feats.finding_tokens = self.finding_heads.tokens(feats.findings)
+        return feats
 
     # ---- text ------------------------------------------------------------------------------
     def _prompt(self, feats: PairFeatures, pair_index, question_ids, question_mask):
@@ -103,7 +121,7 @@ class ReAl(nn.Module):
         return emb, mask
 
     def forward(self, feats: PairFeatures, pair_index, question_ids, question_mask,
-                answer_ids, answer_mask) -> dict[str, torch.Tensor]:
+                answer_ids, answer_mask, finding_targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """answer_ids (Q, La): answer tokens ending with eos, then pad (models/tokenizer.py).
         Teacher forcing: the input is [bos, a_1 .. a_{La-1}], the target a_1 .. eos."""
         Q, La = answer_ids.shape
@@ -118,18 +136,28 @@ class ReAl(nn.Module):
         logits = self.gpt.lm_head(h[:, -La:])  # (Q, La, V): only the answer positions
         labels = answer_ids.masked_fill(answer_mask == 0, -100)  # prefix is never a target
         nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
-        # paper §2.1: L_gen = −(1/T) Σ_t log p(a_t | a_<t) per answer, then the batch mean
-        l_gen = (nll.sum(dim=1) / answer_mask.sum(dim=1).clamp(min=1)).mean()
-        if self.cfg.use_rfa:
-            l_con = rfa_loss(feats.ref, feats.main, feats.residual, self.cfg.rfa_stop_grad)
+        if self.cfg.gen_loss == "answer":
+            # paper §2.1: L_gen = −(1/T) Σ_t log p(a_t | a_<t) per answer, then the batch mean
+            l_gen = (nll.sum(dim=1) / answer_mask.sum(dim=1).clamp(min=1)).mean()
         else:
-            l_con = torch.zeros((), device=l_gen.device)
-        return {"loss": l_gen + self.cfg.rfa_weight * l_con, "l_gen": l_gen, "l_con": l_con}
+            # every answer token weighs the same: under the paper's 1/T the 5-token "nothing has
+            # changed." outweighs each token of a 30-token change list six-fold
+            l_gen = nll.sum() / answer_mask.sum().clamp(min=1)
+        zero = torch.zeros((), device=l_gen.device)
+        l_con = (rfa_loss(feats.ref, feats.main, feats.residual, self.cfg.rfa_stop_grad)
+                 if self.cfg.use_rfa else zero)
+        l_find = zero
+        if feats.findings is not None and finding_targets is not None:
+            l_find = finding_loss(feats.findings, finding_targets, self.cfg.change_weight)
+        loss = l_gen + self.cfg.rfa_weight * l_con + self.cfg.finding_weight * l_find
+        return {"loss": loss, "l_gen": l_gen, "l_con": l_con, "l_find": l_find}
 
     @torch.no_grad()
     def generate(self, feats: PairFeatures, pair_index, question_ids, question_mask,
-                 max_new_tokens: int, num_beams: int = 1) -> list[list[int]]:
-        """Token ids of each answer, without bos/eos. Greedy when num_beams == 1."""
+                 max_new_tokens: int, num_beams: int = 1, logits_processor=None) -> list[list[int]]:
+        """Token ids of each answer, without bos/eos. Greedy when num_beams == 1.
+        logits_processor: e.g. models.constrained.GrammarLogitsProcessor (one row per question,
+        or per beam), which keeps every answer in the Medical-Diff-VQA grammar."""
         from models.generate import beam_search, greedy
 
         emb, mask = self._prompt(feats, pair_index, question_ids, question_mask)
@@ -137,8 +165,10 @@ class ReAl(nn.Module):
         max_new_tokens = min(max_new_tokens, self.cfg.max_answer_len)
         banned = (self.bos_token_id, self.pad_token_id)
         if num_beams == 1:
-            return greedy(self.gpt, emb, mask, self.eos_token_id, max_new_tokens, banned)
-        return beam_search(self.gpt, emb, mask, self.eos_token_id, max_new_tokens, num_beams, banned)
+            return greedy(self.gpt, emb, mask, self.eos_token_id, max_new_tokens, banned,
+                          logits_processor=logits_processor)
+        return beam_search(self.gpt, emb, mask, self.eos_token_id, max_new_tokens, num_beams, banned,
+                           logits_processor=logits_processor)
 
 
 def load_gpt2_body(gpt: GPT2LMHeadModel, path: str) -> None:

@@ -10,16 +10,30 @@ import torch
 
 from models.data import PairBatch
 
+LOSS_KEYS = ("loss", "l_gen", "l_con", "l_find")
+
 
 def decode(tokenizer, ids: list[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
+def grammar_processor(tokenizer, question_types: list[str], num_beams: int = 1,
+                      max_new_tokens: int | None = None):
+    """Keeps each answer (each beam) in its question type's grammar (models/constrained.py)."""
+    from models.constrained import GrammarLogitsProcessor
+
+    rows = [t for t in question_types for _ in range(num_beams)]
+    return GrammarLogitsProcessor(tokenizer, rows, keep=num_beams, max_new_tokens=max_new_tokens)
+
+
 @torch.no_grad()
 def predict(model, batches: Iterable[PairBatch], tokenizer, device: torch.device | str,
-            num_beams: int = 1) -> list[dict]:
+            num_beams: int = 1, constrained: bool = True) -> list[dict]:
     """model: a bare ReAl (not DDP-wrapped). One image-encoder pass per pair, as in training.
-    At most max_answer_len - 1 answer tokens: training answers are that long plus their eos."""
+    At most max_answer_len - 1 answer tokens: training answers are that long plus their eos.
+    constrained: decode inside the answer grammar of each question's type."""
+    from assets.diffvqa.answer_patterns import question_type_of
+
     max_new_tokens = model.cfg.max_answer_len - 1
     was_training = model.training
     model.eval()
@@ -27,13 +41,20 @@ def predict(model, batches: Iterable[PairBatch], tokenizer, device: torch.device
     for batch in batches:
         batch = batch.to(device)
         feats = model.encode_pairs(batch.main, batch.ref, batch.residual)
+        processor = None
+        if constrained:
+            types = batch.question_types or [question_type_of(q) for q in batch.questions]
+            processor = grammar_processor(tokenizer, types, num_beams, max_new_tokens)
         outs = model.generate(feats, batch.pair_index, batch.question_ids, batch.question_mask,
-                              max_new_tokens=max_new_tokens, num_beams=num_beams)
+                              max_new_tokens=max_new_tokens, num_beams=num_beams,
+                              logits_processor=processor)
         for q, ids in enumerate(outs):
             records.append({
                 "pair_id": batch.pair_ids[int(batch.pair_index[q])],
                 "question": batch.questions[q],
                 "answer": batch.answers[q],
+                "question_type": (batch.question_types[q] if batch.question_types
+                                  else question_type_of(batch.questions[q])),
                 "prediction": decode(tokenizer, ids),
             })
     model.train(was_training)
@@ -51,9 +72,9 @@ def mean_loss(model, batches: Iterable[PairBatch], device: torch.device | str) -
         batch = batch.to(device)
         feats = model.encode_pairs(batch.main, batch.ref, batch.residual)
         out = model(feats, batch.pair_index, batch.question_ids, batch.question_mask,
-                    batch.answer_ids, batch.answer_mask)
+                    batch.answer_ids, batch.answer_mask, batch.finding_targets)
         q = batch.n_questions
-        for k in ("loss", "l_gen", "l_con"):
+        for k in LOSS_KEYS:
             totals[k] = totals.get(k, 0.0) + float(out[k]) * q
         n += q
     model.train(was_training)

@@ -85,8 +85,7 @@ def promote(client: MlflowClient, rule: PromotionRule, name: str = MODEL_NAME) -
                                      "pending" if decision.promote else "kept_champion")
         client.set_model_version_tag(name, cand_v, "promotion.code", decision.code)
         client.set_model_version_tag(name, cand_v, "promotion.reason", decision.reason)
-        client.set_model_version_tag(name, cand_v, "promotion.rule",
-                                     f"{rule.metric} > champion + {rule.margin}; ties by {rule.tie_breaker}")
+        client.set_model_version_tag(name, cand_v, "promotion.rule", rule.describe())
         client.set_model_version_tag(name, cand_v, "promotion.champion_before", before or "")
     if decision.promote:
         client.set_registered_model_alias(name, CHAMPION, cand_v)

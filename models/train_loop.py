@@ -20,9 +20,9 @@ import torch
 
 from models import checkpoint as ckpt
 from models.augment import AugmentConfig
-from models.data import (PairBatch, PairStream, batches, load_questions, make_collate,
-                         seed_everything, steps_per_epoch)
-from models.predict import mean_loss, predict
+from models.data import (PairBatch, PairStream, batches, load_finding_targets, load_questions,
+                         make_collate, seed_everything, steps_per_epoch)
+from models.predict import LOSS_KEYS, mean_loss, predict
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class TrainConfig:
     contrast: float = 0.2
     sharpness: float = 0.5
     shuffle_buffer: int = 64
+    swap_prob: float = 0.0           # share of training pairs read backwards (models/data.py)
     val_max_pairs: int | None = 200  # cap on validation pairs scored per epoch
     val_num_beams: int = 1
     select_metric: str = "val_change_f1"  # chooses the best checkpoint; validation only
@@ -58,6 +59,7 @@ class DataSpec:
     residuals_root: str
     pairs_parquet: str
     tokenizer_dir: str
+    targets_parquet: str | None = None  # finding_targets.parquet; None: no finding supervision
     train_split: str = "train"
     val_split: str = "val"
     residuals_options: dict = field(default_factory=dict)
@@ -106,9 +108,10 @@ class PairsForward(torch.nn.Module):
         self.model = model
 
     def forward(self, main, ref, residual, pair_index, question_ids, question_mask, answer_ids,
-                answer_mask):
+                answer_mask, finding_targets=None):
         feats = self.model.encode_pairs(main, ref, residual)
-        return self.model(feats, pair_index, question_ids, question_mask, answer_ids, answer_mask)
+        return self.model(feats, pair_index, question_ids, question_mask, answer_ids, answer_mask,
+                          finding_targets)
 
 
 def build_model(model_cfg: dict, tokenizer) -> torch.nn.Module:
@@ -139,14 +142,14 @@ def train_step(step_module: torch.nn.Module, batch: PairBatch, optimizer, schedu
                         enabled=autocast_dtype is not None):
         out = step_module(batch.main, batch.ref, batch.residual, batch.pair_index,
                           batch.question_ids, batch.question_mask, batch.answer_ids,
-                          batch.answer_mask)
+                          batch.answer_mask, batch.finding_targets)
     out["loss"].backward()
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(step_module.parameters(), grad_clip)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return {k: float(out[k].detach()) for k in ("loss", "l_gen", "l_con")}
+    return {k: float(out[k].detach()) for k in LOSS_KEYS}
 
 
 def augment_config(cfg: TrainConfig, model_cfg: dict) -> AugmentConfig:
@@ -158,10 +161,13 @@ def augment_config(cfg: TrainConfig, model_cfg: dict) -> AugmentConfig:
 def make_stream(data: DataSpec, split: str, cfg: TrainConfig, model_cfg: dict, augment: bool,
                 rank: int = 0, world: int = 1, max_pairs: int | None = None) -> PairStream:
     questions = load_questions(data.pairs_parquet, split, cfg.question_types, data.pairs_options)
+    targets = (load_finding_targets(data.targets_parquet, data.pairs_options)
+               if data.targets_parquet and model_cfg.get("finding_heads") else None)
     return PairStream(data.residuals_root, split, questions, model_cfg["residual_kind"],
                       augment_config(cfg, model_cfg), augment=augment, seed=cfg.seed, rank=rank,
                       world=world, shuffle_buffer=cfg.shuffle_buffer, max_pairs=max_pairs,
-                      storage_options=data.residuals_options)
+                      storage_options=data.residuals_options, targets=targets,
+                      swap_prob=cfg.swap_prob if augment else 0.0)
 
 
 def collate_for(tokenizer, model_cfg: dict):
@@ -240,13 +246,13 @@ def train(cfg: TrainConfig, model_cfg: dict, data: DataSpec, rt: Runtime) -> ckp
                 now = time.perf_counter()
                 rt.tracker.log_metrics({
                     "train/loss": losses["loss"], "train/l_gen": losses["l_gen"],
-                    "train/l_con": losses["l_con"], "train/lr": scheduler.get_last_lr()[0],
+                    "train/l_con": losses["l_con"], "train/l_find": losses["l_find"], "train/lr": scheduler.get_last_lr()[0],
                     "train/samples_per_s": q_last / max(now - t_last, 1e-9),
                     "train/epoch": epoch + 1}, state.step)
                 if rt.rank == 0:  # progress line; Ray forwards worker stdout to the driver
                     print(f"[epoch {epoch + 1}/{cfg.epochs}] step {state.step}/{steps * cfg.epochs} "
                           f"loss {losses['loss']:.4f} (l_gen {losses['l_gen']:.4f}, "
-                          f"l_con {losses['l_con']:.4f})", flush=True)
+                          f"l_con {losses['l_con']:.4f}, l_find {losses['l_find']:.4f})", flush=True)
                 t_last, q_last = now, 0
             if cfg.fail_after_steps and rt.resume_dir is None and state.step == cfg.fail_after_steps:
                 raise RuntimeError(f"injected failure at step {state.step} (fail_after_steps)")

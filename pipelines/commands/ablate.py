@@ -18,36 +18,11 @@ from pipelines.params import deep_merge, repo_root
 NOTES_MARKER = "<!-- analysis: hand-written, kept when the page is regenerated -->"
 
 
-def prior_scores(params: dict) -> dict | None:
-    """Test scores of the question prior (models.ablation.question_prior) on the prepared pairs,
-    with the same question types the runs trained on; None when the data is not prepared here."""
-    import io
-
-    import polars as pl
-
-    from models.ablation import question_prior
-    from models.metrics import score_predictions
-    from pipelines.commands.train import _abs
-    from pipelines.resources import storage_for
-
-    store = storage_for(_abs(params["data"]["prepared_root"]))
-    if not store.exists("pairs.parquet"):
-        return None
-    pairs = pl.read_parquet(io.BytesIO(store.read_bytes("pairs.parquet")),
-                            columns=["question_type", "question", "answer", "split"]).filter(
-        pl.col("question_type").is_in(list(params["pairs"]["question_types"])))
-    train, test = pairs.filter(pl.col("split") == "train"), pairs.filter(pl.col("split") == "test")
-    if train.is_empty() or test.is_empty():
-        return None
-    preds = question_prior(list(zip(train["question"], train["answer"])), test["question"].to_list())
-    return score_predictions(preds, test["answer"].to_list(), n_boot=10,
-                             seed=params["evaluate"]["seed"])
-
-
 def write_report(params: dict, group: str, out: Path) -> Path:
     from models.ablation import VARIANTS, bar_chart, results_markdown, summarize
     from models.tracking import tagged_runs
-    from pipelines.commands.train import tracking_uri
+    from pipelines.commands.registry import prior_scores
+    from pipelines.commands.train import tracking_uri, training_question_types
 
     raw = tagged_runs(tracking_uri(params), params["tracking"]["experiment"], "ablation", group)
     runs = [{"variant": r["tags"]["variant"], "seed": int(r["tags"]["seed"]), "run_id": r["run_id"],
@@ -62,9 +37,9 @@ def write_report(params: dict, group: str, out: Path) -> Path:
     setup = (f"Setup: profile `{params['profile']}`, backbone `{m['backbone']}`, image "
              f"{m['image_size']} px, GPT-2 {m['n_layer']}x{m['n_embd']}, {t['epochs']} epochs, "
              f"{t['pairs_per_batch']} pairs/batch, lr {t['lr']}, {t['num_workers']} Ray workers, "
-             f"question types {params['pairs']['question_types']}.")
+             f"question types {list(training_question_types(params))}.")
     page = results_markdown(summary, runs, group, str(chart.relative_to(out.parent)), setup,
-                            prior=prior_scores(params))
+                            prior=prior_scores(params, "test"))
     # Hand-written analysis below the marker survives regeneration.
     if out.exists() and NOTES_MARKER in out.read_text():
         page += "\n" + NOTES_MARKER + out.read_text().split(NOTES_MARKER, 1)[1]

@@ -36,6 +36,26 @@ def registry_dir(params: dict) -> Path:
     return Path(_abs(params["registry"]["output_dir"]))
 
 
+def prior_scores(params: dict, split: str, nlg: bool = True, n_boot: int = 10) -> dict | None:
+    """Scores of the question prior (models.ablation.question_prior) on `split` of the prepared
+    pairs, for the question types training used; None when the data is not prepared here."""
+    import io
+
+    import polars as pl
+
+    from models.ablation import question_prior_scores
+    from pipelines.commands.train import training_question_types
+    from pipelines.resources import storage_for
+
+    store = storage_for(_abs(params["data"]["prepared_root"]))
+    if not store.exists("pairs.parquet"):
+        return None
+    pairs = pl.read_parquet(io.BytesIO(store.read_bytes("pairs.parquet")),
+                            columns=["question_type", "question", "answer", "split"])
+    return question_prior_scores(pairs, split, training_question_types(params), nlg=nlg,
+                                 n_boot=n_boot, seed=params["evaluate"]["seed"])
+
+
 def register_from_params(params: dict, metrics_file: Path | None = None):
     """Register the last training run's best checkpoint (train.output_dir) as a new version."""
     from models import serving
@@ -50,6 +70,9 @@ def register_from_params(params: dict, metrics_file: Path | None = None):
         raise UserError(f"{train_metrics}: the run was not tracked in MLflow (no mlflow_run_id)")
     val = {k[len("val_"):]: float(v) for k, v in (tm.get("val") or {}).items()
            if k.startswith("val_") and isinstance(v, (int, float))}
+    prior = prior_scores(params, "val", nlg=False)
+    if prior is not None:  # the promotion gate's floor for this very split
+        val["prior_change_f1"] = float(prior["change_f1"])
     test = {k: float(v) for k, v in (tm.get("test") or {}).items() if isinstance(v, (int, float))}
     if metrics_file is not None and metrics_file.exists():  # the evaluate stage's re-scoring
         test.update({k: float(v) for k, v in json.loads(metrics_file.read_text()).items()
@@ -112,7 +135,7 @@ def promote_from_params(params: dict):
     from models.tracking import client_for
 
     r = params["registry"]
-    rule = PromotionRule(metric=r["metric"], tie_breaker=r["tie_breaker"], margin=float(r["margin"]))
+    rule = PromotionRule.from_params(r)
     try:
         res = promote(client_for(tracking_uri(params)), rule, r["model_name"])
     except (PromotionRefused, LookupError) as e:

@@ -19,7 +19,12 @@ from pipelines.params import flatten, repo_root
 TRAIN_LOOP_KEYS = ("epochs", "pairs_per_batch", "lr", "weight_decay", "warmup_steps", "grad_clip",
                    "seed", "deterministic", "log_every", "crop_scale", "brightness", "contrast",
                    "sharpness", "shuffle_buffer", "val_max_pairs", "val_num_beams",
-                   "select_metric", "select_mode")
+                   "select_metric", "select_mode", "swap_prob")
+
+
+def training_question_types(params: dict) -> tuple[str, ...]:
+    """What the decoder trains on: train.question_types, else the types the pairs were built with."""
+    return tuple(params["train"].get("question_types") or params["pairs"]["question_types"])
 
 
 def parse_sets(sets: list[str]) -> dict:
@@ -58,6 +63,7 @@ def new_run_name(profile: str) -> str:
 
 def launch(params: dict, run_name: str | None = None, tags: dict | None = None):
     """Everything a training run needs, from resolved params. Returns models.train.FitResult."""
+    from assets.prepare import FINDING_TARGETS
     from assets.shards import MANIFEST_NAME
     from models.tracking import TrackingUnreachable, check_reachable, data_version, git_commit
     from models.train import RunSpec, ScalingSpec, TrackingSpec, fit
@@ -79,12 +85,14 @@ def launch(params: dict, run_name: str | None = None, tags: dict | None = None):
         raise UserError("params.yaml: no `model` section")
     name = run_name or t["run_name"] or new_run_name(params["profile"])
     train_cfg = TrainConfig(**{k: t[k] for k in TRAIN_LOOP_KEYS},
-                            question_types=tuple(params["pairs"]["question_types"]))
+                            question_types=training_question_types(params))
     tr = params["tracking"]
     return fit(
         train_cfg, dict(params["model"]),
         DataSpec(residuals.root, prepared.url("pairs.parquet"), tokenizer_dir="",
-                 residuals_options=residuals.options, pairs_options=prepared.options),
+                 residuals_options=residuals.options, pairs_options=prepared.options,
+                 targets_parquet=(prepared.url(FINDING_TARGETS) if prepared.exists(FINDING_TARGETS)
+                                  else None)),
         ScalingSpec(t["num_workers"], t["use_gpu"], dict(t["resources_per_worker"])),
         RunSpec(name, _abs(t["storage_path"]), _abs(t["output_dir"]), t["max_failures"],
                 t["num_to_keep"]),

@@ -213,3 +213,58 @@ def _train_then_generate(model, steps, opt, sched, images, pair_index, q, qm, a,
     for beams in (1, 3):
         ids = model.generate(feats, pair_index, q, qm, max_new_tokens=model.cfg.max_answer_len, num_beams=beams)
         assert decode(tok, ids) == answers, f"num_beams={beams}"
+
+
+def _finding_model(**kw):
+    from models.config import ModelConfig
+    from models.model import ReAl
+
+    cfg = ModelConfig(backbone="tiny", image_size=32, n_queries=2, n_embd=32, n_layer=1, n_head=2,
+                      vocab_size=20, max_question_len=4, max_answer_len=6, dropout=0.0, **kw)
+    torch.manual_seed(0)
+    return ReAl(cfg, 0, 1, 2)
+
+
+def _finding_batch(P=2):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(P, 1, 32, 32, generator=g)
+    y = torch.rand(P, 1, 32, 32, generator=g)
+    q = torch.randint(3, 20, (P, 4), generator=g)
+    a = torch.randint(3, 20, (P, 5), generator=g)
+    t = torch.randint(-1, 2, (P, 5, 30), generator=g)
+    return x, y, q, a, t
+
+
+def test_finding_loss_is_zero_when_off_and_trains_the_encoder_when_on():
+    x, y, q, a, t = _finding_batch()
+    args = (torch.arange(2), q, torch.ones_like(q), a, torch.ones_like(a), t)
+    off = _finding_model()
+    assert off.finding_heads is None
+    assert float(off(off.encode_pairs(x, y, x - y), *args)["l_find"]) == 0.0
+    on = _finding_model(finding_heads=True, finding_tokens=True)
+    out = on(on.encode_pairs(x, y, x - y), *args)
+    assert float(out["l_find"].detach()) > 0
+    out["l_find"].backward()
+    stem = on.image_encoder.backbone.body[0].weight.grad
+    assert stem is not None and stem.abs().sum() > 0  # the heads' supervision reaches E_I
+    # the decoder reads one prefix token per finding, from beliefs it cannot bend (detached)
+    assert on.cfg.n_prefix == off.cfg.n_prefix + 30
+
+
+def test_swap_reads_the_pair_backwards():
+    from assets.diffvqa.grammar import parse_answer
+    from models.data import QA, swap_answer, swap_targets, swapped_qas
+
+    ans = ("the level of edema has changed from mild to severe. the main image has an additional "
+           "finding of pleural effusion than the reference image. ")
+    back = parse_answer(swap_answer(ans))
+    assert back.missing == ("pleural effusion",) and back.levels[0].ref_level == "severe"
+    assert swap_answer("nothing has changed.") == "nothing has changed."
+    qas = (QA("what level is the edema?", "mild", "level"),
+           QA("what has changed compared to the reference image?", ans, "difference"))
+    assert [qa.question_type for qa in swapped_qas(qas)] == ["difference"]
+    t = torch.tensor([[1] * 30, [0] * 30, [0] * 30, [-1] * 30, [1, 2, 3, 0, -1] + [0] * 25])
+    s = swap_targets(t)
+    assert s[0].tolist() == [0] * 30 and s[2].tolist() == [1] * 30
+    assert s[4, :5].tolist() == [2, 1, 3, 0, -1]
+    assert torch.equal(swap_targets(s), t)

@@ -97,3 +97,32 @@ def test_unevaluated_version_is_refused(client):
 )
 def test_rule(cand, champ, margin, promoted):
     assert decide(PromotionRule(margin=margin), cand, champ).promote is promoted
+
+
+GATE = PromotionRule(floor_margin=0.05, min_parse_rate=0.99)
+
+
+@pytest.mark.parametrize(
+    "cand, champ, code",
+    [
+        # no champion yet: the gate still applies (a first model that reads no image is refused)
+        ({"change_f1": 0.10, "prior_change_f1": 0.08, "prediction_parse_rate": 1.0}, None, "below_floor"),
+        ({"change_f1": 0.60, "prior_change_f1": 0.08, "prediction_parse_rate": 1.0}, None, "no_champion"),
+        ({"change_f1": 0.60, "prior_change_f1": 0.08, "prediction_parse_rate": 0.9}, None, "unparseable"),
+        ({"change_f1": 0.60, "prior_change_f1": 0.08}, None, "unparseable"),  # never measured: refused
+        # the gate comes before the champion comparison
+        ({"change_f1": 0.12, "prior_change_f1": 0.08, "prediction_parse_rate": 1.0}, {"change_f1": 0.05}, "below_floor"),
+        ({"change_f1": 0.70, "prior_change_f1": 0.08, "prediction_parse_rate": 1.0}, {"change_f1": 0.6}, "better"),
+    ],
+)
+def test_gate(cand, champ, code):
+    d = decide(GATE, cand, champ)
+    assert d.code == code and d.promote is (code in ("no_champion", "better"))
+
+
+def test_gate_is_built_from_params_once():
+    from pipelines.params import load_params
+
+    rule = PromotionRule.from_params(load_params(profile="default")["registry"])
+    assert rule.floor_margin > 0 and rule.min_parse_rate >= 0.99
+    assert "prior_change_f1" in rule.describe()

@@ -1,5 +1,7 @@
 """The whole chain from a fresh clone: `dvc repro` (smoke profile) runs synth → ingest → pairs →
-residuals → train → evaluate → register → promote and ends with a champion; a second repro is a
+residuals → train → evaluate → register → promote and ends with a decision of the promotion gate
+(the smoke model rarely beats the question prior; an operator then sets the alias by hand so the
+registry tests below have a champion); a second repro is a
 no-op; a param change re-runs only its dependents; `dvc push`/`pull` use the local remote. Then,
 on that registry: promotion is idempotent and refuses an unevaluated version, `spotdiff ask`
 answers two JPEGs of the embedded data with a heatmap, and the model served by `mlflow models
@@ -60,8 +62,14 @@ def chain(tmp_path_factory):
     out = run(["dvc", "repro"], repo, env)
     wall = time.perf_counter() - t0
     print(f"dvc repro (smoke, fresh clone): {wall:.0f} s")
-    return {"repo": repo, "env": env, "first": out.stdout + out.stderr, "wall": wall,
-            "uri": f"sqlite:///{repo / 'mlflow.db'}"}
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    gate = json.loads((repo / "runs/registry/champion.json").read_text())
+    if not gate["promoted"]:  # the manual promotion an operator would do, for the tests below
+        from mlflow import MlflowClient
+
+        MlflowClient(uri, registry_uri=uri).set_registered_model_alias("spotdiff-real", "champion", "1")
+    return {"repo": repo, "env": env, "first": out.stdout + out.stderr, "wall": wall, "uri": uri,
+            "gate": gate}
 
 
 def client(chain):
@@ -70,14 +78,22 @@ def client(chain):
     return MlflowClient(chain["uri"], registry_uri=chain["uri"])  # never a registry set by another test
 
 
-def test_repro_runs_the_chain_and_ends_with_a_champion(chain):
+def test_repro_runs_the_chain_and_ends_with_the_gate_decision(chain):
     for stage in CHAIN:
         assert f"Running stage '{stage}'" in chain["first"], stage
-    champ = json.loads((chain["repo"] / "runs/registry/champion.json").read_text())
-    assert champ["champion"] == champ["candidate"] == "1" and champ["code"] == "no_champion"
+    gate = chain["gate"]
     c = client(chain)
-    mv = c.get_model_version_by_alias("spotdiff-real", "champion")
-    assert c.get_model_version_by_alias("spotdiff-real", "candidate").version == mv.version
+    mv = c.get_model_version_by_alias("spotdiff-real", "candidate")
+    assert gate["candidate"] == str(mv.version) == "1"
+    # the gate: validation change-F1 against the question prior of the same split (+ margin)
+    f1, floor = float(mv.tags["val.change_f1"]), float(mv.tags["val.prior_change_f1"])
+    margin = yaml.safe_load((chain["repo"] / "params.yaml").read_text())["registry"]["floor_margin"]
+    assert float(mv.tags["val.prediction_parse_rate"]) == 1.0  # constrained decoding, untrained or not
+    if f1 > floor + margin:
+        assert gate["promoted"] and gate["code"] == "no_champion" and gate["champion"] == "1"
+    else:
+        assert not gate["promoted"] and gate["code"] == "below_floor" and gate["champion"] is None
+        assert "question prior" in mv.tags["promotion.reason"]
     metrics = json.loads((chain["repo"] / "runs/model/metrics.json").read_text())
     assert float(mv.tags["val.change_f1"]) == pytest.approx(metrics["val"]["val_change_f1"], abs=1e-6)
     evaluated = json.loads((chain["repo"] / "metrics.json").read_text())
@@ -86,7 +102,8 @@ def test_repro_runs_the_chain_and_ends_with_a_champion(chain):
     assert mv.tags["data_version"] == run_tags["data_version"] and len(mv.tags["data_version"]) == 16
     head = run(["git", "rev-parse", "HEAD"], chain["repo"], chain["env"]).stdout.strip()
     assert mv.tags["git_commit"].startswith(head)
-    assert mv.tags["promotion.decision"] == "promoted" and mv.run_id == metrics["mlflow_run_id"]
+    assert mv.tags["promotion.decision"] == ("promoted" if gate["promoted"] else "kept_champion")
+    assert mv.run_id == metrics["mlflow_run_id"]
     # one logged model in the run: the pyfunc, with its signature
     import mlflow
 

@@ -1,0 +1,177 @@
+"""Per-study finding states and per-pair change targets, read off the question files alone.
+
+Medical-Diff-VQA asks six single-image questions about every main study (which abnormalities,
+is there X, where, what type, what level) and one difference question whose answer is the
+*complete* change set between the main and the reference study. Together they say, for many
+(study, finding) cells, whether the finding is present and at which level — supervision for the
+image encoder that the answer strings alone hide behind a decoder. Nothing here reads the
+embedded generator's private ground truth: the same code runs on the credentialed download.
+
+How the cells are filled (each rule is a fact of the dataset's templates):
+- "what abnormalities are seen in this image?" lists every finding of the study: listed -> 1,
+  every other finding -> 0. "is there evidence of any abnormalities ...?" "no" -> all 0.
+- "is there evidence of X in this image?" / "is there X?": X -> 1 or 0.
+- where / what type / what level is X: X -> 1; the level question also gives X's level.
+- the general difference question, complete by construction: added X -> main 1, ref 0; missing X
+  -> main 0, ref 1; level change a -> b -> both 1 with levels a and b; every other finding is the
+  same in both studies (presence and level), so the two cells are tied and share what either knows.
+Ties are resolved with a union-find per finding over studies, so knowledge travels along a
+subject's whole timeline. Conflicting evidence (a noisy real label) leaves the cell unknown.
+
+Codes: presence -1 unknown, 0 absent, 1 present; level -1 unknown, else the index in LEVELS;
+change per finding -1 unknown (pair without a general difference question), else CHANGE_KINDS.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import polars as pl
+
+from assets.diffvqa.grammar import try_parse_answer
+from assets.diffvqa.vocabulary import DIFFERENCE_QUESTION, FINDINGS, LEVELS
+
+CHANGE_KINDS = ("unchanged", "added", "missing", "level")
+N_FINDINGS, N_LEVELS = len(FINDINGS), len(LEVELS)
+_FINDING_INDEX = {f: i for i, f in enumerate(FINDINGS)}
+_LEVEL_INDEX = {lv: i for i, lv in enumerate(LEVELS)}
+TARGET_COLUMNS = ("pair_id", "main_presence", "main_level", "ref_presence", "ref_level", "change")
+
+_PRESENCE_PREFIXES = ("is there evidence of ", "is there ")
+_NAMED_PREFIXES = ("where in the image is the ", "where is the ", "what type is the ", "what level is the ",
+                   "is the ")
+
+
+class _Cells:
+    """Union-find over (study, finding) cells; each root keeps the values its members saw."""
+
+    def __init__(self):
+        self.parent: dict = {}
+        self.values: dict = defaultdict(lambda: {"presence": set(), "level": set()})
+
+    def find(self, x):
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a, b) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        self.parent[rb] = ra
+        if rb in self.values:
+            moved = self.values.pop(rb)
+            self.values[ra]["presence"] |= moved["presence"]
+            self.values[ra]["level"] |= moved["level"]
+
+    def see(self, cell, presence: int | None = None, level: int | None = None) -> None:
+        v = self.values[self.find(cell)]
+        if presence is not None:
+            v["presence"].add(presence)
+        if level is not None:
+            v["level"].add(level)
+
+    def get(self, cell) -> tuple[int, int]:
+        root = self.find(cell)
+        v = self.values.get(root, {"presence": set(), "level": set()})
+        presence = next(iter(v["presence"])) if len(v["presence"]) == 1 else -1
+        level = next(iter(v["level"])) if len(v["level"]) == 1 and presence == 1 else -1
+        return presence, level
+
+
+def _finding_after(question: str, prefixes: tuple[str, ...], suffixes: tuple[str, ...]) -> str | None:
+    for p in prefixes:
+        if question.startswith(p):
+            rest = question[len(p):]
+            for s in suffixes:
+                if rest.endswith(s):
+                    name = rest[: len(rest) - len(s)]
+                    return name if name in _FINDING_INDEX else None
+    return None
+
+
+def _observe_single(cells: _Cells, study, qtype: str, question: str, answer: str) -> None:
+    if qtype == "abnormality":
+        if question.startswith("what abnormalities"):
+            listed = {a.strip() for a in answer.split(",")}
+            for f in FINDINGS:
+                cells.see((study, f), presence=int(f in listed))
+        elif answer == "no":
+            for f in FINDINGS:
+                cells.see((study, f), presence=0)
+    elif qtype == "presence":
+        f = _finding_after(question, _PRESENCE_PREFIXES, (" in this image?", "?"))
+        if f and answer in ("yes", "no"):
+            cells.see((study, f), presence=int(answer == "yes"))
+    elif qtype in ("location", "type", "level"):
+        f = _finding_after(question, _NAMED_PREFIXES,
+                           (" located?", " located on the left side or right side?", "?"))
+        if f:
+            cells.see((study, f), presence=1,
+                      level=_LEVEL_INDEX.get(answer) if qtype == "level" else None)
+
+
+def finding_targets(pairs: pl.DataFrame) -> pl.DataFrame:
+    """One row per pair_id: main/ref presence and level (30 codes each) and the change per
+    finding, as int8 lists (codes in the module docstring)."""
+    cells = _Cells()
+    changes: dict[str, list[int]] = {}
+    rows = pairs.select("pair_id", "main_study_id", "ref_study_id", "question_type", "question",
+                        "answer").to_dicts()
+    studies: dict[str, tuple] = {}
+    for r in rows:
+        main, ref = r["main_study_id"], r["ref_study_id"]
+        studies[r["pair_id"]] = (main, ref)
+        if r["question_type"] != "difference":
+            _observe_single(cells, main, r["question_type"], r["question"], r["answer"])
+            continue
+        if r["question"] != DIFFERENCE_QUESTION:
+            continue  # area questions repeat one level sentence of the general answer
+        cs = try_parse_answer(r["answer"])
+        if cs is None:
+            continue
+        change = [0] * N_FINDINGS
+        touched = set()
+        for f in cs.added:
+            if f in _FINDING_INDEX:
+                cells.see((main, f), presence=1)
+                cells.see((ref, f), presence=0)
+                change[_FINDING_INDEX[f]] = 1
+                touched.add(f)
+        for f in cs.missing:
+            if f in _FINDING_INDEX:
+                cells.see((main, f), presence=0)
+                cells.see((ref, f), presence=1)
+                change[_FINDING_INDEX[f]] = 2
+                touched.add(f)
+        for lc in cs.levels:
+            if lc.finding in _FINDING_INDEX:
+                cells.see((main, lc.finding), presence=1, level=_LEVEL_INDEX.get(lc.main_level))
+                cells.see((ref, lc.finding), presence=1, level=_LEVEL_INDEX.get(lc.ref_level))
+                change[_FINDING_INDEX[lc.finding]] = 3
+                touched.add(lc.finding)
+        for f in FINDINGS:
+            if f not in touched:  # the answer is complete: an unnamed finding did not change
+                cells.union((main, f), (ref, f))
+        changes[r["pair_id"]] = change
+    out = {c: [] for c in TARGET_COLUMNS}
+    for pair_id, (main, ref) in studies.items():
+        out["pair_id"].append(pair_id)
+        for side, study in (("main", main), ("ref", ref)):
+            states = [cells.get((study, f)) for f in FINDINGS]
+            out[f"{side}_presence"].append([p for p, _ in states])
+            out[f"{side}_level"].append([lv for _, lv in states])
+        out["change"].append(changes.get(pair_id, [-1] * N_FINDINGS))
+    schema = {"pair_id": pl.String, **{c: pl.List(pl.Int8) for c in TARGET_COLUMNS[1:]}}
+    return pl.DataFrame(out, schema=schema).sort("pair_id")
+
+
+def coverage(targets: pl.DataFrame) -> dict[str, float]:
+    """Share of known cells per target column: what the encoder is supervised on."""
+    out = {}
+    for c in TARGET_COLUMNS[1:]:
+        flat = targets[c].explode()
+        out[c] = float((flat >= 0).mean()) if flat.len() else 0.0
+    return out

@@ -1,0 +1,75 @@
+"""Decoding that never leaves the answer grammar: a transformers LogitsProcessor that keeps, for
+each sequence, only next tokens whose text can still become a valid answer of its question type
+(assets/diffvqa/answer_patterns.py), and allows eos only once the text is a whole answer.
+
+Checking all V tokens at every step would cost V regex calls per sequence; instead the tokens are
+visited best-first and the search stops at the first `keep` valid ones (1 for greedy, the beam
+width for beam search): a trained model's first choice is nearly always valid, so a step costs a
+sort and one or two partial matches. An untrained model still answers a well-formed sentence —
+the grammar picks, the logits only rank."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from transformers import LogitsProcessor
+
+from assets.diffvqa.answer_patterns import answer_pattern
+
+NEG_INF = float("-inf")
+
+
+@functools.lru_cache(maxsize=4)
+def _token_texts(tokenizer) -> tuple[str, ...]:
+    return tuple(tokenizer.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+                 for i in range(len(tokenizer)))
+
+
+class GrammarLogitsProcessor(LogitsProcessor):
+    """input_ids: (N, t) the answer tokens generated so far (no prompt); scores (N, V)."""
+
+    def __init__(self, tokenizer, question_types: list[str], keep: int = 1, max_new_tokens: int | None = None):
+        self.texts = _token_texts(tokenizer)
+        self.special = set(tokenizer.all_special_ids)
+        self.eos = tokenizer.eos_token_id
+        self.patterns = [answer_pattern(t) for t in question_types]
+        self.keep = keep
+        # near the end of the budget a complete answer stops rather than start one more item
+        self.max_new_tokens = max_new_tokens
+
+    def _allowed(self, row: int, prefix: str, scores: torch.Tensor) -> list[int]:
+        pattern = self.patterns[row]
+        found: list[int] = []
+        for tok in torch.argsort(scores, descending=True).tolist():
+            if scores[tok] == NEG_INF:
+                break
+            if tok == self.eos:
+                ok = pattern.fullmatch(prefix) is not None
+            elif tok in self.special:
+                ok = False
+            else:
+                ok = pattern.fullmatch(prefix + self.texts[tok], partial=True) is not None
+            if ok:
+                found.append(tok)
+                if len(found) >= self.keep:
+                    break
+        return found
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        out = torch.full_like(scores, NEG_INF)
+        for row in range(scores.shape[0]):
+            ids = input_ids[row].tolist() if input_ids.shape[1] else []
+            if self.eos in ids:  # finished: the decoder pads it with eos
+                out[row, self.eos] = 0.0
+                continue
+            prefix = "".join(self.texts[i] for i in ids)
+            closing = self.max_new_tokens is not None and self.max_new_tokens - len(ids) <= 12
+            if closing and self.patterns[row].fullmatch(prefix) is not None:
+                allowed = [self.eos]
+            else:
+                allowed = self._allowed(row, prefix, scores[row])
+            if not allowed:  # nothing ranked can continue: end here rather than emit garbage
+                allowed = [self.eos]
+            out[row, allowed] = scores[row, allowed]
+        return out

@@ -1,0 +1,100 @@
+"""Finding heads: what the encoders must see before the decoder can say it.
+
+ReAl learns its encoders only through the answer tokens, and on the embedded default that signal
+was too weak: the decoder learned the answer prior and the encoders little else (change-F1 0.13).
+Medical-Diff-VQA's single-image questions say which findings a study has and at which level, and
+its difference answer names each finding's change (assets/finding_states.py reads them into
+per-pair targets). These heads put that supervision straight on the encoders:
+
+    pooled E_I(main) ─┬─ presence (30 logits), level (30 × 17 logits)    one head for main and ref
+    pooled E_I(ref)  ─┘
+    [main, ref, main − ref, pooled E_R(residual)] ── change (30 × 4: unchanged/added/missing/level)
+
+and, with `finding_tokens`, hand their (detached) beliefs to GPT-2 as one prefix token per
+finding: token_f = e_f + W·[p_main(f), p_ref(f), p_change(f)]. The decoder then reads a finding
+list instead of having to discover one in pixels; detaching keeps L_gen from bending the heads
+away from what the labels say.
+
+Loss (L_find): masked BCE on presence, masked CE on level and change — cells the questions do not
+determine are -1 and ignored. Changed kinds get `change_weight` against `unchanged` (28 of 30
+findings are unchanged in a typical pair; without it the head never says "missing")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from assets.finding_states import CHANGE_KINDS, N_FINDINGS, N_LEVELS
+
+# Order of the five target rows in a batch (models/data.py): main/ref presence and level, change.
+MAIN_PRESENCE, MAIN_LEVEL, REF_PRESENCE, REF_LEVEL, CHANGE = range(5)
+N_CHANGE = len(CHANGE_KINDS)
+
+
+@dataclass
+class FindingLogits:
+    main_presence: torch.Tensor  # (P, F)
+    ref_presence: torch.Tensor   # (P, F)
+    main_level: torch.Tensor     # (P, F, L)
+    ref_level: torch.Tensor      # (P, F, L)
+    change: torch.Tensor         # (P, F, 4)
+
+    def change_probs(self) -> torch.Tensor:
+        return self.change.float().softmax(dim=-1)
+
+
+class FindingHeads(nn.Module):
+    def __init__(self, image_channels: int, residual_channels: int, n_embd: int, hidden: int = 256):
+        super().__init__()
+        self.presence = nn.Linear(image_channels, N_FINDINGS)
+        self.level = nn.Linear(image_channels, N_FINDINGS * N_LEVELS)
+        self.change = nn.Sequential(
+            nn.Linear(3 * image_channels + residual_channels, hidden), nn.GELU(),
+            nn.Linear(hidden, N_FINDINGS * N_CHANGE))
+        self.finding_embed = nn.Parameter(torch.randn(N_FINDINGS, n_embd) * 0.02)
+        self.state_proj = nn.Linear(2 + N_CHANGE, n_embd)
+
+    def forward(self, main: torch.Tensor, ref: torch.Tensor, residual: torch.Tensor | None) -> FindingLogits:
+        """main, ref (P, C) and residual (P, C_R) or None: globally pooled encoder features."""
+        P = main.shape[0]
+        parts = [main, ref, main - ref] + ([residual] if residual is not None else [])
+        return FindingLogits(
+            main_presence=self.presence(main), ref_presence=self.presence(ref),
+            main_level=self.level(main).view(P, N_FINDINGS, N_LEVELS),
+            ref_level=self.level(ref).view(P, N_FINDINGS, N_LEVELS),
+            change=self.change(torch.cat(parts, dim=1)).view(P, N_FINDINGS, N_CHANGE))
+
+    def tokens(self, logits: FindingLogits) -> torch.Tensor:
+        """(P, F, n_embd): one decoder prefix token per finding, from the detached beliefs."""
+        state = torch.cat([logits.main_presence.sigmoid()[..., None], logits.ref_presence.sigmoid()[..., None],
+                           logits.change_probs()], dim=-1).detach()
+        return self.finding_embed[None] + self.state_proj(state.to(self.finding_embed.dtype))
+
+
+def _masked_mean(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    # stays in the graph when nothing is known, so DDP sees every head parameter used each step
+    return (values * known).sum() / known.sum().clamp(min=1)
+
+
+def finding_loss(logits: FindingLogits, targets: torch.Tensor, change_weight: float) -> torch.Tensor:
+    """targets (P, 5, F) long, -1 = unknown (rows in the order MAIN_PRESENCE .. CHANGE)."""
+    loss = logits.change.new_zeros((), dtype=torch.float32)
+    for pres, lvl, row_p, row_l in ((logits.main_presence, logits.main_level, MAIN_PRESENCE, MAIN_LEVEL),
+                                    (logits.ref_presence, logits.ref_level, REF_PRESENCE, REF_LEVEL)):
+        t = targets[:, row_p]
+        known = (t >= 0).float()
+        bce = F.binary_cross_entropy_with_logits(pres.float(), t.clamp(min=0).float(), reduction="none")
+        loss = loss + _masked_mean(bce, known)
+        t = targets[:, row_l]
+        ce = F.cross_entropy(lvl.float().transpose(1, 2), t.clamp(min=0), reduction="none")
+        loss = loss + _masked_mean(ce, (t >= 0).float())
+    t = targets[:, CHANGE]
+    weight = torch.full((N_CHANGE,), float(change_weight), device=t.device)
+    weight[0] = 1.0
+    ce = F.cross_entropy(logits.change.float().transpose(1, 2), t.clamp(min=0), weight=weight,
+                         reduction="none")
+    w = weight[t.clamp(min=0)] * (t >= 0).float()  # a weighted mean, as cross_entropy's own
+    return loss + (ce * (t >= 0).float()).sum() / w.sum().clamp(min=1e-6)

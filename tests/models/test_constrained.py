@@ -1,0 +1,61 @@
+"""Constrained decoding: an untrained model, greedy or beam, answers every question type with a
+sentence of that type's grammar; a difference answer parses with the change grammar.
+`python -m pytest tests/models/test_constrained.py`"""
+
+import pytest
+import torch
+
+from assets.diffvqa.answer_patterns import could_become_answer, is_answer, question_type_of
+from assets.diffvqa.grammar import compose_answer, parse_answer, ChangeSet, LevelChange
+from models.config import ModelConfig
+from models.model import ReAl
+from models.predict import grammar_processor
+from models.tokenizer import train_tokenizer
+
+TEXTS = [
+    "what has changed compared to the reference image?", "nothing has changed.",
+    compose_answer(ChangeSet(added=("pleural effusion", "edema"), missing=("pneumothorax",),
+                             levels=(LevelChange("cardiomegaly", "mild", "moderate to severe"),))),
+    "what abnormalities are seen in this image?", "pleural effusion, edema", "yes", "no",
+    "which view is this image taken?", "PA view", "where is the edema?", "left lower lung area",
+    "what type is the atelectasis?", "plate-like", "what level is the edema?", "mild",
+]
+QUESTIONS = {"difference": TEXTS[0], "abnormality": TEXTS[3], "view": TEXTS[7], "location": TEXTS[9],
+             "type": TEXTS[11], "level": TEXTS[13], "presence": "is there edema?"}
+
+
+def test_patterns_accept_the_grammar_and_reject_the_rest():
+    assert is_answer(TEXTS[2], "difference") and is_answer("nothing has changed.", "difference")
+    assert not is_answer("", "difference") and not is_answer("nothing has changed", "difference")
+    assert could_become_answer("the main image has an additional finding of pleu", "difference")
+    assert not could_become_answer("the main image has an additional finding of nodule", "difference")
+    assert is_answer("moderate to large", "level") and not is_answer("large", "level")
+    for qtype, question in QUESTIONS.items():
+        assert question_type_of(question) == qtype
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+@torch.no_grad()
+def test_untrained_model_answers_in_the_grammar(num_beams):
+    tok = train_tokenizer(TEXTS * 5, vocab_size=300)
+    cfg = ModelConfig(backbone="tiny", image_size=32, n_queries=2, n_embd=32, n_layer=2, n_head=2,
+                      vocab_size=len(tok), max_question_len=32, max_answer_len=64, dropout=0.0)
+    torch.manual_seed(0)
+    model = ReAl(cfg, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id).eval()
+    types = list(QUESTIONS)
+    enc = [tok.encode(QUESTIONS[t], add_special_tokens=False) for t in types]
+    L = max(map(len, enc))
+    q = torch.tensor([e + [tok.pad_token_id] * (L - len(e)) for e in enc])
+    qm = torch.tensor([[1] * len(e) + [0] * (L - len(e)) for e in enc])
+    x = torch.rand(1, 1, 32, 32)
+    feats = model.encode_pairs(x, x.flip(-1), x - x.flip(-1))
+    free = model.generate(feats, torch.zeros(len(types), dtype=torch.long), q, qm, 63, num_beams)
+    outs = model.generate(feats, torch.zeros(len(types), dtype=torch.long), q, qm, 63, num_beams,
+                          logits_processor=grammar_processor(tok, types, num_beams, 63))
+    texts = [tok.decode(o, skip_special_tokens=True, clean_up_tokenization_spaces=False) for o in outs]
+    for qtype, text in zip(types, texts):
+        assert is_answer(text, qtype), (qtype, text)
+    parse_answer(texts[0])  # the difference answer is a change set
+    # the constraint is what makes them valid: unconstrained, the untrained model babbles
+    raw = [tok.decode(o, skip_special_tokens=True) for o in free]
+    assert not all(is_answer(t, qt) for t, qt in zip(raw, types))
