@@ -17,12 +17,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from assets.diffvqa.answer_patterns import question_type_of
 from assets.registration import RegistrationConfig, register_affine
 from assets.residuals import ImageError, decode_resize, normalise_pad
 from models.augment import AugmentConfig, augment_pair
 from models.checkpoint import load_model_from
 from models.data import QA, PairSample
 from models.metrics import parse_prediction
+from models.predict import grammar_processor
 from models.train_loop import collate_for
 
 # A MIMIC film is ~2500 px JPEG, ~1-3 MB; 16 MB of image bytes is far above any real film and
@@ -129,9 +131,11 @@ class Answerer:
             raise InputError(f"question: {len(question)} characters exceeds {MAX_QUESTION_CHARS}")
         b = self.batch(main, ref, residual, question)
         feats = self.model.encode_pairs(b.main, b.ref, b.residual)
+        budget = self.model.cfg.max_answer_len - 1
+        processor = grammar_processor(self.tokenizer, [question_type_of(question)], self.num_beams, budget)
         ids = self.model.generate(feats, b.pair_index, b.question_ids, b.question_mask,
-                                  max_new_tokens=self.model.cfg.max_answer_len - 1,
-                                  num_beams=self.num_beams)[0]
+                                  max_new_tokens=budget, num_beams=self.num_beams,
+                                  logits_processor=processor)[0]
         return self.tokenizer.decode(ids, skip_special_tokens=True,
                                      clean_up_tokenization_spaces=False)
 
@@ -142,10 +146,27 @@ class Answerer:
         changes = parse_prediction(text)
         return {"answer": text, "changes": changes.to_dict() if changes is not None else None}
 
+    @staticmethod
+    def _change_score(feats, answer: str):
+        """Sum of the change head's logits for the changes the answer names; None if none."""
+        from assets.diffvqa.vocabulary import FINDINGS
+        from assets.finding_states import CHANGE_KINDS
+
+        changes = parse_prediction(answer) if feats.findings is not None else None
+        if changes is None or changes.is_empty:
+            return None
+        cells = [(FINDINGS.index(item[1]), CHANGE_KINDS.index(item[0]))
+                 for item in changes.items() if item[1] in FINDINGS]
+        if not cells:
+            return None
+        return sum(feats.findings.change[0, f, k] for f, k in cells)
+
     def gradcam(self, main, ref, residual, question: str, answer: str) -> np.ndarray:
-        """Grad-CAM of the answer's log-likelihood on the residual encoder's last feature map
-        (the image encoder's, for the main image, when the model has no residual branch).
-        Returns (s, s) in [0, 1]."""
+        """Grad-CAM on the residual encoder's last feature map (the image encoder's, for the
+        main image, when the model has no residual branch). The explained score: with finding
+        heads and an answer that names changes, the change head's logits of exactly those
+        (finding, kind) cells — the evidence for *what changed*; otherwise the answer's
+        log-likelihood. Returns (s, s) in [0, 1]."""
         enc = self.model.residual_encoder or self.model.image_encoder
         saved = {}
         hook = enc.register_forward_hook(lambda m, i, o: saved.__setitem__("a", o))
@@ -155,9 +176,12 @@ class Answerer:
                 feats = self.model.encode_pairs(b.main, b.ref, b.residual)
                 act = saved["a"]
                 act.retain_grad()
-                out = self.model(feats, b.pair_index, b.question_ids, b.question_mask,
-                                 b.answer_ids, b.answer_mask)
-                (-out["l_gen"]).backward()
+                score = self._change_score(feats, answer)
+                if score is None:
+                    out = self.model(feats, b.pair_index, b.question_ids, b.question_mask,
+                                     b.answer_ids, b.answer_mask)
+                    score = -out["l_gen"]
+                score.backward()
         finally:
             hook.remove()
             self.model.zero_grad(set_to_none=True)

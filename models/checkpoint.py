@@ -83,6 +83,8 @@ def load_model_from(folder: str | Path, device: str | torch.device = "cpu"):
 
     model_cfg, state = read_config(folder)
     tokenizer = load_tokenizer(Path(folder) / TOKENIZER)
+    # initial weights are overwritten by the checkpoint's: do not look for them on this machine
+    model_cfg = {**model_cfg, "pretrained_resnet": None, "pretrained_gpt2": None}
     model = ReAl(ModelConfig.from_dict(model_cfg), pad_token_id=tokenizer.pad_token_id,
                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     load_weights(folder, model)

@@ -35,6 +35,7 @@ class ModelConfig:
     finding_weight: float = 1.0       # weight of L_find
     change_weight: float = 4.0        # added/missing/level against unchanged in the change head
     finding_tokens: bool = False      # the heads' beliefs as one decoder prefix token per finding
+    finding_forcing: float = 0.0      # share of training pairs whose tokens carry the known targets
     pretrained_resnet: str | None = None  # local torchvision state_dict (.pth) for E_I and E_R
     pretrained_gpt2: str | None = None    # local GPT-2 folder (save_pretrained layout)
 

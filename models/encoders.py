@@ -31,6 +31,10 @@ class TinyBackbone(nn.Module):
     def forward(self, x):
         return self.body(x)  # (P, width, S/16, S/16)
 
+    def load_pretrained(self, path: str) -> None:
+        """A state_dict of this module (what encoder pretraining saves for the smoke profile)."""
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
 
 class ResNetBackbone(nn.Module):
     """A torchvision ResNet without its pooling and classifier, with a 1-channel stem."""
@@ -69,7 +73,7 @@ class ImageEncoder(nn.Module):
     def __init__(self, backbone: str, centered: bool, pretrained: str | None = None):
         super().__init__()
         self.backbone = TinyBackbone() if backbone == "tiny" else ResNetBackbone(backbone)
-        if pretrained and backbone != "tiny":
+        if pretrained:
             self.backbone.load_pretrained(pretrained)
         self.mean = 0.0 if centered else GRAY_MEAN
         self.out_channels = self.backbone.out_channels

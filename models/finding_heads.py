@@ -67,10 +67,24 @@ class FindingHeads(nn.Module):
             ref_level=self.level(ref).view(P, N_FINDINGS, N_LEVELS),
             change=self.change(torch.cat(parts, dim=1)).view(P, N_FINDINGS, N_CHANGE))
 
-    def tokens(self, logits: FindingLogits) -> torch.Tensor:
-        """(P, F, n_embd): one decoder prefix token per finding, from the detached beliefs."""
+    def tokens(self, logits: FindingLogits, targets: torch.Tensor | None = None,
+               forced: torch.Tensor | None = None) -> torch.Tensor:
+        """(P, F, n_embd): one decoder prefix token per finding, from the detached beliefs.
+
+        forced (P,) bool, with targets (P, 5, F): those pairs' tokens carry the known targets
+        instead of the heads' beliefs (unknown cells keep the belief). Early in training the
+        beliefs are noise, and a decoder fed only noise learns to ignore the tokens and answer
+        the question prior; fed the truth for some pairs, it learns to read them — and at
+        inference reads what the heads believe."""
         state = torch.cat([logits.main_presence.sigmoid()[..., None], logits.ref_presence.sigmoid()[..., None],
                            logits.change_probs()], dim=-1).detach()
+        if forced is not None and targets is not None and bool(forced.any()):
+            truth = torch.cat([targets[:, MAIN_PRESENCE, :, None].float(), targets[:, REF_PRESENCE, :, None].float(),
+                               F.one_hot(targets[:, CHANGE].clamp(min=0), N_CHANGE).float()], dim=-1)
+            known = torch.stack([targets[:, MAIN_PRESENCE] >= 0, targets[:, REF_PRESENCE] >= 0]
+                                + [targets[:, CHANGE] >= 0] * N_CHANGE, dim=-1)
+            use = known & forced[:, None, None]
+            state = torch.where(use, truth.to(state.dtype), state)
         return self.finding_embed[None] + self.state_proj(state.to(self.finding_embed.dtype))
 
 
@@ -79,18 +93,19 @@ def _masked_mean(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     return (values * known).sum() / known.sum().clamp(min=1)
 
 
+def state_loss(presence: torch.Tensor, level: torch.Tensor, presence_t: torch.Tensor,
+               level_t: torch.Tensor) -> torch.Tensor:
+    """One image's findings: masked BCE on presence (N, F) + masked CE on level (N, F, L);
+    targets (N, F) long, -1 unknown. Shared by L_find and encoder pretraining (models/pretrain.py)."""
+    bce = F.binary_cross_entropy_with_logits(presence.float(), presence_t.clamp(min=0).float(), reduction="none")
+    ce = F.cross_entropy(level.float().transpose(1, 2), level_t.clamp(min=0), reduction="none")
+    return _masked_mean(bce, (presence_t >= 0).float()) + _masked_mean(ce, (level_t >= 0).float())
+
+
 def finding_loss(logits: FindingLogits, targets: torch.Tensor, change_weight: float) -> torch.Tensor:
     """targets (P, 5, F) long, -1 = unknown (rows in the order MAIN_PRESENCE .. CHANGE)."""
-    loss = logits.change.new_zeros((), dtype=torch.float32)
-    for pres, lvl, row_p, row_l in ((logits.main_presence, logits.main_level, MAIN_PRESENCE, MAIN_LEVEL),
-                                    (logits.ref_presence, logits.ref_level, REF_PRESENCE, REF_LEVEL)):
-        t = targets[:, row_p]
-        known = (t >= 0).float()
-        bce = F.binary_cross_entropy_with_logits(pres.float(), t.clamp(min=0).float(), reduction="none")
-        loss = loss + _masked_mean(bce, known)
-        t = targets[:, row_l]
-        ce = F.cross_entropy(lvl.float().transpose(1, 2), t.clamp(min=0), reduction="none")
-        loss = loss + _masked_mean(ce, (t >= 0).float())
+    loss = (state_loss(logits.main_presence, logits.main_level, targets[:, MAIN_PRESENCE], targets[:, MAIN_LEVEL])
+            + state_loss(logits.ref_presence, logits.ref_level, targets[:, REF_PRESENCE], targets[:, REF_LEVEL]))
     t = targets[:, CHANGE]
     weight = torch.full((N_CHANGE,), float(change_weight), device=t.device)
     weight[0] = 1.0

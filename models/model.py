@@ -11,6 +11,7 @@ Batches are grouped by pair: `encode_pairs` runs the image encoder once for P pa
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -103,7 +104,7 @@ class ReAl(nn.Module):
             pooled = fmap.mean(dim=(2, 3))
             feats.findings = self.finding_heads(pooled[:P], pooled[P:],
                                                 res_map.mean(dim=(2, 3)) if res_map is not None else None)
-            if self.cfg.finding_tokens:
+            if self.cfg.finding_tokens:  # inference tokens; training may force some (forward)
                 feats.finding_tokens = self.finding_heads.tokens(feats.findings)
         return feats
 
@@ -126,6 +127,11 @@ class ReAl(nn.Module):
         Teacher forcing: the input is [bos, a_1 .. a_{La-1}], the target a_1 .. eos."""
         Q, La = answer_ids.shape
         assert La <= self.cfg.max_answer_len, f"answer length {La} > max_answer_len"
+        if (self.training and self.cfg.finding_tokens and self.cfg.finding_forcing > 0
+                and finding_targets is not None):
+            forced = torch.rand(finding_targets.shape[0], device=finding_targets.device) < self.cfg.finding_forcing
+            feats = dataclasses.replace(feats, finding_tokens=self.finding_heads.tokens(
+                feats.findings, finding_targets, forced))
         emb, mask = self._prompt(feats, pair_index, question_ids, question_mask)
         wte = self.gpt.transformer.wte
         emb = torch.cat([emb, wte(answer_ids[:, :-1])], dim=1)  # (Q, T, D), T = n_prefix+Lq+La

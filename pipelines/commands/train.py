@@ -83,12 +83,15 @@ def launch(params: dict, run_name: str | None = None, tags: dict | None = None):
                             "(`dagster asset materialize` or `dvc repro residuals`)")
     if "model" not in params:
         raise UserError("params.yaml: no `model` section")
+    from pipelines.commands.pretrain import encoder_for_training
+
+    model_cfg = {**params["model"], "pretrained_resnet": encoder_for_training(params)}
     name = run_name or t["run_name"] or new_run_name(params["profile"])
     train_cfg = TrainConfig(**{k: t[k] for k in TRAIN_LOOP_KEYS},
                             question_types=training_question_types(params))
     tr = params["tracking"]
     return fit(
-        train_cfg, dict(params["model"]),
+        train_cfg, model_cfg,
         DataSpec(residuals.root, prepared.url("pairs.parquet"), tokenizer_dir="",
                  residuals_options=residuals.options, pairs_options=prepared.options,
                  targets_parquet=(prepared.url(FINDING_TARGETS) if prepared.exists(FINDING_TARGETS)

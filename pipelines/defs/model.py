@@ -23,7 +23,20 @@ class EvaluationConfig(dg.Config):
     profile: str | None = None
 
 
-@dg.asset(deps=["residual_images", "study_pairs"], group_name="model",
+@dg.asset(deps=["residual_images", "study_pairs"], group_name="model", kinds={"pytorch", "mlflow"})
+def pretrained_encoder(context: dg.AssetExecutionContext, config: TrainRunConfig) -> dg.MaterializeResult:
+    """E_I pretrained on single images (finding presence and level); skipped, and said so, when
+    pretrain.epochs is 0 or model.pretrained_resnet names the user's own weights."""
+    from pipelines.commands.pretrain import pretrain_from_params
+    from pipelines.commands.train import parse_sets
+
+    params = load_params(profile=config.profile, overrides=parse_sets(config.sets) or None)
+    report = pretrain_from_params(params)
+    return dg.MaterializeResult(metadata={k: (v if isinstance(v, (int, float, str)) else json.dumps(v))
+                                          for k, v in report.items()})
+
+
+@dg.asset(deps=["residual_images", "study_pairs", pretrained_encoder], group_name="model",
           kinds={"pytorch", "ray", "mlflow"})
 def real_model(context: dg.AssetExecutionContext, config: TrainRunConfig) -> dg.MaterializeResult:
     """ReAl trained on Ray Train; the best-on-validation checkpoint, tracked in MLflow."""
@@ -56,4 +69,4 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig) -> d
         **{k: float(v) for k, v in scores.items() if isinstance(v, (int, float))}})
 
 
-defs = dg.Definitions(assets=[real_model, evaluation])
+defs = dg.Definitions(assets=[pretrained_encoder, real_model, evaluation])

@@ -22,7 +22,7 @@ import requests
 
 REPO = Path(__file__).resolve().parents[2]
 CHAIN_ASSETS = {"mimic_images", "diffvqa_questions", "study_pairs", "quarantine", "residual_images",
-                "real_model", "evaluation", "registered_model", "champion_model"}
+                "pretrained_encoder", "real_model", "evaluation", "registered_model", "champion_model"}
 
 NODES = """{ assetNodes { assetKey { path } dependencyKeys { path }
   assetChecksOrError { ... on AssetChecks { checks { name

@@ -30,7 +30,7 @@ import yaml
 from models.tracking import use_store
 
 REPO = Path(__file__).resolve().parents[2]
-CHAIN = ("synth", "ingest", "pairs", "residuals", "train", "evaluate", "register", "promote")
+CHAIN = ("synth", "ingest", "pairs", "residuals", "pretrain", "train", "evaluate", "register", "promote")
 QUESTION = "what has changed compared to the reference image?"
 
 pytestmark = pytest.mark.slow
