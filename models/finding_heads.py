@@ -47,7 +47,12 @@ class FindingLogits:
 
 
 class FindingHeads(nn.Module):
-    def __init__(self, image_channels: int, residual_channels: int, n_embd: int, hidden: int = 256):
+    def __init__(self, image_channels: int, residual_channels: int, n_embd: int, hidden: int = 256,
+                 name_ids: list[list[int]] | None = None):
+        """name_ids: each finding's name as decoder token ids (from the tokenizer). With them a
+        finding token also carries the decoder's own embedding of the name (mean over its
+        tokens): attention that picks the token retrieves the word, and the tied LM head maps it
+        back to that word — reading a finding token becomes a copy, not a learned lookup."""
         super().__init__()
         self.presence = nn.Linear(image_channels, N_FINDINGS)
         self.level = nn.Linear(image_channels, N_FINDINGS * N_LEVELS)
@@ -56,6 +61,14 @@ class FindingHeads(nn.Module):
             nn.Linear(hidden, N_FINDINGS * N_CHANGE))
         self.finding_embed = nn.Parameter(torch.randn(N_FINDINGS, n_embd) * 0.02)
         self.state_proj = nn.Linear(2 + N_CHANGE, n_embd)
+        width = max((len(x) for x in name_ids), default=0) if name_ids else 0
+        ids = torch.zeros(N_FINDINGS, max(width, 1), dtype=torch.long)
+        mask = torch.zeros(N_FINDINGS, max(width, 1))
+        for f, seq in enumerate(name_ids or []):
+            ids[f, :len(seq)], mask[f, :len(seq)] = torch.tensor(seq, dtype=torch.long), 1.0
+        # rebuilt from the tokenizer saved with every checkpoint, so not stored in the weights
+        self.register_buffer("name_ids", ids, persistent=False)
+        self.register_buffer("name_mask", mask, persistent=False)
 
     def forward(self, main: torch.Tensor, ref: torch.Tensor, residual: torch.Tensor | None) -> FindingLogits:
         """main, ref (P, C) and residual (P, C_R) or None: globally pooled encoder features."""
@@ -68,7 +81,7 @@ class FindingHeads(nn.Module):
             change=self.change(torch.cat(parts, dim=1)).view(P, N_FINDINGS, N_CHANGE))
 
     def tokens(self, logits: FindingLogits, targets: torch.Tensor | None = None,
-               forced: torch.Tensor | None = None) -> torch.Tensor:
+               forced: torch.Tensor | None = None, wte: nn.Embedding | None = None) -> torch.Tensor:
         """(P, F, n_embd): one decoder prefix token per finding, from the detached beliefs.
 
         forced (P,) bool, with targets (P, 5, F): those pairs' tokens carry the known targets
@@ -85,7 +98,13 @@ class FindingHeads(nn.Module):
                                 + [targets[:, CHANGE] >= 0] * N_CHANGE, dim=-1)
             use = known & forced[:, None, None]
             state = torch.where(use, truth.to(state.dtype), state)
-        return self.finding_embed[None] + self.state_proj(state.to(self.finding_embed.dtype))
+        base = self.finding_embed
+        if wte is not None and bool(self.name_mask.any()):
+            emb = wte(self.name_ids) * self.name_mask[..., None]  # (F, L, D)
+            # the first token is the word the decoder must emit next; the mean tells apart
+            # names that share it ("pleural effusion" / "pleural thickening")
+            base = base + emb[:, 0] + emb.sum(1) / self.name_mask.sum(1, keepdim=True).clamp(min=1)
+        return base[None] + self.state_proj(state.to(self.finding_embed.dtype))
 
 
 def _masked_mean(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:

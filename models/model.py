@@ -61,7 +61,8 @@ def rfa_loss(ref: torch.Tensor, main: torch.Tensor, residual: torch.Tensor,
 
 
 class ReAl(nn.Module):
-    def __init__(self, cfg: ModelConfig, pad_token_id: int, bos_token_id: int, eos_token_id: int):
+    def __init__(self, cfg: ModelConfig, pad_token_id: int, bos_token_id: int, eos_token_id: int,
+                 finding_name_ids: list[list[int]] | None = None):
         super().__init__()
         self.cfg = cfg
         self.pad_token_id, self.bos_token_id, self.eos_token_id = pad_token_id, bos_token_id, eos_token_id
@@ -83,7 +84,8 @@ class ReAl(nn.Module):
         self.finding_heads = None
         if cfg.finding_heads:
             res_ch = self.residual_encoder.out_channels if cfg.use_residual else 0
-            self.finding_heads = FindingHeads(self.image_encoder.out_channels, res_ch, cfg.n_embd)
+            self.finding_heads = FindingHeads(self.image_encoder.out_channels, res_ch, cfg.n_embd,
+                                              name_ids=finding_name_ids)
 
     # ---- images ----------------------------------------------------------------------------
     def encode_pairs(self, main: torch.Tensor, ref: torch.Tensor,
@@ -105,7 +107,7 @@ class ReAl(nn.Module):
             feats.findings = self.finding_heads(pooled[:P], pooled[P:],
                                                 res_map.mean(dim=(2, 3)) if res_map is not None else None)
             if self.cfg.finding_tokens:  # inference tokens; training may force some (forward)
-                feats.finding_tokens = self.finding_heads.tokens(feats.findings)
+                feats.finding_tokens = self.finding_heads.tokens(feats.findings, wte=self.gpt.transformer.wte)
         return feats
 
     # ---- text ------------------------------------------------------------------------------
@@ -131,7 +133,7 @@ class ReAl(nn.Module):
                 and finding_targets is not None):
             forced = torch.rand(finding_targets.shape[0], device=finding_targets.device) < self.cfg.finding_forcing
             feats = dataclasses.replace(feats, finding_tokens=self.finding_heads.tokens(
-                feats.findings, finding_targets, forced))
+                feats.findings, finding_targets, forced, wte=self.gpt.transformer.wte))
         emb, mask = self._prompt(feats, pair_index, question_ids, question_mask)
         wte = self.gpt.transformer.wte
         emb = torch.cat([emb, wte(answer_ids[:, :-1])], dim=1)  # (Q, T, D), T = n_prefix+Lq+La
@@ -175,6 +177,13 @@ class ReAl(nn.Module):
                           logits_processor=logits_processor)
         return beam_search(self.gpt, emb, mask, self.eos_token_id, max_new_tokens, num_beams, banned,
                            logits_processor=logits_processor)
+
+
+def finding_name_ids(tokenizer) -> list[list[int]]:
+    """The 30 finding names as this tokenizer's ids, as they appear inside an answer (after a space)."""
+    from assets.diffvqa.vocabulary import FINDINGS
+
+    return [tokenizer.encode(" " + f, add_special_tokens=False) for f in FINDINGS]
 
 
 def load_gpt2_body(gpt: GPT2LMHeadModel, path: str) -> None:
