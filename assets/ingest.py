@@ -13,7 +13,7 @@ import polars as pl
 
 from assets import quarantine as q
 from assets.diffvqa.grammar import AnswerParseError, parse_answer
-from assets.storage import Storage
+from assets.storage import FileRefused, Storage
 
 METADATA_CSV = "mimic-cxr-2.0.0-metadata.csv.gz"
 SPLIT_CSV = "mimic-cxr-2.0.0-split.csv.gz"
@@ -39,7 +39,8 @@ DICOM_RE = r"^[0-9a-f]{8}(?:-[0-9a-f]{8}){4}$"
 
 
 class SchemaError(ValueError):
-    """A source file lacks a required column: nothing row-level can be done about it."""
+    """A source file that cannot be read as rows (not a regular file, a required column
+    missing): nothing row-level can be done about it."""
 
 
 @dataclass
@@ -57,6 +58,11 @@ REPLACEMENT_CHAR = "\ufffd"
 def _scan(store: Storage, name: str, required: tuple[str, ...]) -> pl.LazyFrame:
     if not store.exists(name):
         raise FileNotFoundError(f"{store.url(name)}: not found")
+    # Checked before polars reads it: a FIFO would block the scan forever.
+    try:
+        store.open(name).close()
+    except FileRefused as e:
+        raise SchemaError(e.detail) from e
     lf = store.scan_csv(name, infer_schema=False, encoding="utf8-lossy")
     try:
         names = lf.collect_schema().names()
