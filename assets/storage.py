@@ -15,6 +15,7 @@ import os
 import posixpath
 import stat
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,3 +178,27 @@ def read_url(url: str, options: dict[str, Any] | None = None, max_bytes: int | N
     if max_bytes is not None and len(data) > max_bytes:  # grew after the check
         raise FileRefused("file_too_large", f"{url} is over the bound of {max_bytes} bytes")
     return data
+
+
+def gzip_problem(f, chunk: int = 1 << 20) -> str | None:
+    """Why an open binary file is not a whole gzip stream, or None. Decompresses it in chunks
+    (memory stays ~chunk), because only the end of the deflate stream and its CRC show a
+    truncated or corrupt file: polars would otherwise fail deep inside, naming no file."""
+    head = f.read(chunk)
+    if head[:2] != b"\x1f\x8b":
+        return f"not gzip (starts with {head[:4].hex(' ') or 'nothing'}, not the gzip magic 1f 8b)"
+    d, data = zlib.decompressobj(wbits=31), head
+    try:
+        while data:
+            d.decompress(data, chunk)
+            while d.unconsumed_tail:  # bounded output per call: a gzip bomb stays small here
+                d.decompress(d.unconsumed_tail, chunk)
+            if d.eof and d.unused_data:  # a multi-member gzip: the next member starts here
+                data, d = d.unused_data, zlib.decompressobj(wbits=31)
+                continue
+            data = f.read(chunk)
+    except zlib.error as e:
+        return f"corrupt gzip ({e})"
+    if not d.eof:
+        return "truncated gzip (the compressed stream ends before its end marker)"
+    return None

@@ -1,7 +1,10 @@
 """Files that are not what their name says, refused from their kind and size before a byte is
-read: no hang on a FIFO, no endless read of /dev/zero.
+read (no hang on a FIFO, no endless read of /dev/zero), and gzip tables that are not whole gzip,
+refused in one line naming the file before polars reads them.
 `python -m pytest tests/reliability/test_bad_files.py`"""
 
+import gzip
+import io
 import json
 import os
 import shutil
@@ -13,9 +16,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from assets import prepare
-from assets.ingest import METADATA_CSV, QUESTIONS_CSV
+from assets.ingest import METADATA_CSV, QUESTIONS_CSV, SPLIT_CSV
 from assets.residuals import MAX_FILE_BYTES, ImageError, ResidualConfig, load_preprocessed, materialize_group
-from assets.storage import FileRefused, Storage, read_url
+from assets.storage import FileRefused, Storage, gzip_problem, read_url
 from pipelines.cli import app
 from tests.fixtures.tiny_mimic import write_tiny
 
@@ -104,7 +107,7 @@ def test_fifo_and_dev_zero_in_a_group_are_quarantined_and_the_rest_written(tmp_p
     assert m["rows_in"] == rows.height == m["rows_out"] + m["rows_quarantined"] and m["rows_quarantined"] == 2
 
 
-# ---- tables ---------------------------------------------------------------------------
+# ---- gzip tables ---------------------------------------------------------------------------
 
 def _ingest(tiny, tmp_path, name, data=None, make=None):
     mimic = tmp_path / "mimic"
@@ -117,6 +120,34 @@ def _ingest(tiny, tmp_path, name, data=None, make=None):
         target.write_bytes(data)
     return runner.invoke(app, ["ingest", "--mimic-root", str(mimic), "--diffvqa-root", str(tiny.diffvqa_root),
                                "--out", str(tmp_path / "out"), "--profile", "smoke"])
+
+
+def _truncated(b):
+    return b[:len(b) // 2]
+
+
+def _bad_crc(b):
+    return b[:-8] + bytes(x ^ 0xFF for x in b[-8:-4]) + b[-4:]
+
+
+GZ_CASES = {
+    "truncated": (METADATA_CSV, _truncated, "truncated gzip"),
+    "random_bytes": (METADATA_CSV, lambda b: np.random.default_rng(0).bytes(len(b)), "not gzip"),
+    "plain_csv_named_gz": (SPLIT_CSV, gzip.decompress, "not gzip"),
+    "bad_crc": (SPLIT_CSV, _bad_crc, "corrupt gzip"),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", list(GZ_CASES))
+def test_gzip_table_that_is_not_whole_gzip_is_one_line(tiny, tmp_path, case):
+    name, edit, message = GZ_CASES[case]
+    r = _ingest(tiny, tmp_path, name, edit((tiny.mimic_root / name).read_bytes()))
+    out = "".join(r.output.split())
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+    assert "".join(message.split()) in out and name in out
+    assert "missingcolumn" not in out
 
 
 @pytest.mark.timeout(60)
@@ -133,6 +164,22 @@ def test_table_that_is_a_fifo_is_refused_not_waited_on(tiny, tmp_path, name):
         r = _ingest(tiny, tmp_path, name, make=os.mkfifo)
     out = "".join(r.output.split())
     assert r.exit_code == 2 and "isaFIFO,notaregularfile" in out and name in out, r.output
+
+
+def _members(*parts: bytes) -> bytes:
+    return b"".join(gzip.compress(p, mtime=0) for p in parts)
+
+
+@pytest.mark.parametrize("data, problem", [
+    (_members(b"a,b\n1,2\n"), None),
+    (_members(b"a,b\n", b"1,2\n" * 5000), None),          # multi-member gzip, read in small chunks
+    (_members(b"a,b\n" * 5000)[:-20], "truncated gzip"),
+    (b"", "not gzip"),
+    (b"\x1f\x8b" + b"\x00" * 30, "corrupt gzip"),
+])
+def test_gzip_problem(data, problem):
+    got = gzip_problem(io.BytesIO(data), chunk=64)
+    assert (got is None) if problem is None else got.startswith(problem), got
 
 
 def test_file_refused_carries_its_reason(tmp_path):
