@@ -163,6 +163,17 @@ def load_answerer(model_uri: str, tracking: str):
     return model
 
 
+def _check_output_file(option: str, path: Path) -> None:
+    """A file the command will write must be writable as a file: found out only at the end,
+    it was a traceback after the work (the answer) was done."""
+    if path.is_dir():
+        raise UserError(f"{option} {path}: is a directory; give a file name, e.g. {path / 'heatmap.png'}")
+    if not path.parent.is_dir():
+        raise UserError(f"{option} {path}: folder {path.parent} does not exist")
+    if path.exists() and not path.is_file():
+        raise UserError(f"{option} {path}: exists and is not a regular file")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("register")
     def register_cmd(
@@ -200,6 +211,8 @@ def register(app: typer.Typer) -> None:
             for p in (main, ref):
                 if not p.is_file():
                     raise UserError(f"{p}: no such file")
+            if heatmap is not None:  # checked before the model answers, not after
+                _check_output_file("--heatmap", heatmap)
             uri = model_uri or f"models:/{params['registry']['model_name']}@champion"
             model = load_answerer(uri, tracking_uri(params))
             try:
