@@ -130,16 +130,26 @@ def evaluation_pictures(params: dict, out: Path, folder: Path, run_id: str, uri:
 
 
 def promote_from_params(params: dict):
+    from mlflow.exceptions import MlflowException
+
     from models.promotion import PromotionRefused, PromotionRule
     from models.registry import promote
-    from models.tracking import client_for
+    from models.tracking import client_for, is_read_only_error, quiet_store_errors, require_store
 
     r = params["registry"]
     rule = PromotionRule.from_params(r)
+    uri = tracking_uri(params)
+    require_store(uri)  # else MLflow creates an empty store and promote says "no candidate"
     try:
-        res = promote(client_for(tracking_uri(params)), rule, r["model_name"])
+        with quiet_store_errors():
+            res = promote(client_for(uri), rule, r["model_name"])
     except (PromotionRefused, LookupError) as e:
         raise UserError(f"promote {r['model_name']}: {e}") from e
+    except MlflowException as e:
+        if not is_read_only_error(e):
+            raise
+        first = next((line for line in str(e).splitlines() if line.strip()), "")
+        raise UserError(f"promote {r['model_name']}: the tracking store {uri} cannot be written ({first})") from e
     folder = registry_dir(params)
     folder.mkdir(parents=True, exist_ok=True)
     summary = {"name": res.name, "candidate": res.candidate_version, "champion_before": res.champion_before,
