@@ -13,7 +13,7 @@ import polars as pl
 
 from assets import quarantine as q
 from assets.diffvqa.grammar import AnswerParseError, parse_answer
-from assets.storage import Storage
+from assets.storage import FileRefused, Storage, gzip_problem
 
 METADATA_CSV = "mimic-cxr-2.0.0-metadata.csv.gz"
 SPLIT_CSV = "mimic-cxr-2.0.0-split.csv.gz"
@@ -39,7 +39,8 @@ DICOM_RE = r"^[0-9a-f]{8}(?:-[0-9a-f]{8}){4}$"
 
 
 class SchemaError(ValueError):
-    """A source file lacks a required column: nothing row-level can be done about it."""
+    """A source file that cannot be read as rows (not a regular file, not a whole gzip, a
+    required column missing): nothing row-level can be done about it."""
 
 
 @dataclass
@@ -57,6 +58,16 @@ REPLACEMENT_CHAR = "\ufffd"
 def _scan(store: Storage, name: str, required: tuple[str, ...]) -> pl.LazyFrame:
     if not store.exists(name):
         raise FileNotFoundError(f"{store.url(name)}: not found")
+    # Checked before polars reads it: a FIFO would block the scan forever, and a truncated or
+    # non-gzip .gz fails inside polars with a message that names no file (or as "missing
+    # columns", when random bytes happen to decompress to nothing).
+    try:
+        with store.open(name) as f:
+            problem = gzip_problem(f) if name.endswith(".gz") else None
+    except FileRefused as e:
+        raise SchemaError(e.detail) from e
+    if problem:
+        raise SchemaError(f"{store.url(name)}: {problem}")
     lf = store.scan_csv(name, infer_schema=False, encoding="utf8-lossy")
     try:
         names = lf.collect_schema().names()

@@ -23,7 +23,7 @@ from PIL import Image
 from assets import quarantine as q
 from assets.registration import RegistrationConfig, identity, register_affine
 from assets.shards import MANIFEST_NAME, ShardWriter, encode_image, encode_residual, group_dir
-from assets.storage import Storage, read_url
+from assets.storage import FileRefused, Storage, read_url
 
 GROUPS = tuple(f"p{n}" for n in range(10, 20))
 
@@ -55,6 +55,10 @@ class ImageError(Exception):
 # below Pillow's own limit (~179 Mpx, above which it raises; between 89 and 179 it only warns).
 IMAGE_MODES = ("L", "RGB")
 MIN_SIDE, MAX_ASPECT, MAX_PIXELS = 32, 4.0, 64_000_000
+# Bytes of one image file, checked from its size before it is read: a MIMIC JPEG is a few MB,
+# and MAX_PIXELS of 8-bit grey uncompressed is 64 MB. Anything larger (or a link to /dev/zero,
+# which never ends) is not a film.
+MAX_FILE_BYTES = 64 * 2**20
 
 
 def check_header(img: Image.Image) -> None:
@@ -95,9 +99,11 @@ def normalise_pad(img: np.ndarray, size: int, low_pct: float, high_pct: float) -
 
 def load_preprocessed(url: str, cfg: ResidualConfig, options: dict | None = None) -> np.ndarray:
     try:
-        data = read_url(url, options)
+        data = read_url(url, options, MAX_FILE_BYTES)
     except FileNotFoundError as e:
         raise ImageError("missing_file", f"{url} does not exist") from e
+    except FileRefused as e:  # a FIFO, a device, a folder, or too big: refused before reading
+        raise ImageError(e.reason, e.detail) from e
     if not data:
         raise ImageError("empty_file", f"{url} is a zero-byte file")
     try:

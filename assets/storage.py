@@ -11,13 +11,17 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import posixpath
+import stat
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
 import polars as pl
+from fsspec.implementations.local import LocalFileSystem
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,10 @@ class Storage:
     def read_bytes(self, *parts: str) -> bytes:
         with self.fs.open(self.url(*parts), "rb") as f:
             return f.read()
+
+    def open(self, *parts: str, max_bytes: int | None = None):
+        """Open for reading a regular file of at most max_bytes (else FileRefused): see open_regular."""
+        return open_regular(self.url(*parts), self.options, max_bytes)
 
     def list_files(self, *parts: str) -> set[str]:
         """Every file below a folder, as paths relative to this root. One recursive listing
@@ -120,7 +128,77 @@ def frame_hash(df: pl.DataFrame) -> str:
     return content_hash(parquet_bytes(df))
 
 
-def read_url(url: str, options: dict[str, Any] | None = None) -> bytes:
-    """Bytes of one file given its full path or URL (image paths in pairs.parquet are full)."""
-    with fsspec.open(url, "rb", **(options or {})) as f:
-        return f.read()
+class FileRefused(ValueError):
+    """A path that is not a regular file (FIFO, device, socket, folder) or is over a size bound,
+    refused before a byte is read: a FIFO blocks its reader forever, /dev/zero never ends."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def open_regular(url: str, options: dict[str, Any] | None = None, max_bytes: int | None = None):
+    """Open one file for reading only if it is a regular file (a symlink counts as what it points
+    to) of at most `max_bytes`. Locally the check is fstat on the opened descriptor, so the file
+    checked is the file read; O_NONBLOCK lets a FIFO be opened without waiting for a writer."""
+    fs, path = fsspec.core.url_to_fs(url, **(options or {}))
+    if isinstance(fs, LocalFileSystem):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            st = os.fstat(fd)
+            _check(url, st.st_mode, st.st_size, max_bytes)
+        except BaseException:
+            os.close(fd)
+            raise
+        return os.fdopen(fd, "rb")
+    info = fs.info(path)
+    if info.get("type") != "file":
+        raise FileRefused("not_regular_file", f"{url} is not a regular file ({info.get('type')})")
+    _check(url, stat.S_IFREG, int(info.get("size") or 0), max_bytes)
+    return fs.open(path, "rb")
+
+
+def _check(url: str, mode: int, size: int, max_bytes: int | None) -> None:
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise FileRefused("not_regular_file", f"{url} is {kind}, not a regular file")
+    if max_bytes is not None and size > max_bytes:
+        raise FileRefused("file_too_large", f"{url} is {size} bytes, over the bound of {max_bytes}")
+
+
+def read_url(url: str, options: dict[str, Any] | None = None, max_bytes: int | None = None) -> bytes:
+    """Bytes of one file given its full path or URL (image paths in pairs.parquet are full);
+    refused (FileRefused) when it is not a regular file or is over `max_bytes`."""
+    with open_regular(url, options, max_bytes) as f:
+        data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:  # grew after the check
+        raise FileRefused("file_too_large", f"{url} is over the bound of {max_bytes} bytes")
+    return data
+
+
+def gzip_problem(f, chunk: int = 1 << 20) -> str | None:
+    """Why an open binary file is not a whole gzip stream, or None. Decompresses it in chunks
+    (memory stays ~chunk), because only the end of the deflate stream and its CRC show a
+    truncated or corrupt file: polars would otherwise fail deep inside, naming no file."""
+    head = f.read(chunk)
+    if head[:2] != b"\x1f\x8b":
+        return f"not gzip (starts with {head[:4].hex(' ') or 'nothing'}, not the gzip magic 1f 8b)"
+    d, data = zlib.decompressobj(wbits=31), head
+    try:
+        while data:
+            d.decompress(data, chunk)
+            while d.unconsumed_tail:  # bounded output per call: a gzip bomb stays small here
+                d.decompress(d.unconsumed_tail, chunk)
+            if d.eof and d.unused_data:  # a multi-member gzip: the next member starts here
+                data, d = d.unused_data, zlib.decompressobj(wbits=31)
+                continue
+            data = f.read(chunk)
+    except zlib.error as e:
+        return f"corrupt gzip ({e})"
+    if not d.eof:
+        return "truncated gzip (the compressed stream ends before its end marker)"
+    return None

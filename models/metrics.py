@@ -13,6 +13,9 @@ See docs/model.md for the conventions (0/0 := 0, off-grammar predictions, normal
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 
 from assets.diffvqa.grammar import ChangeSet, try_parse_answer
@@ -146,17 +149,46 @@ def nlg_scores(predictions: list[str], answers: list[str]) -> tuple[dict[str, fl
     tok = PTBTokenizer()
     gts = tok.tokenize({i: [{"caption": a}] for i, a in enumerate(answers)})
     res = tok.tokenize({i: [{"caption": p}] for i, p in enumerate(predictions)})
+    if not any(refs[0].strip() for refs in gts.values()):
+        # CIDEr would fail inside max() over empty document frequencies, naming nothing.
+        raise ValueError("no reference answer has a word to score against (all empty or punctuation)")
     scores: dict[str, float] = {}
     per_q: dict[str, np.ndarray] = {}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     scores.update({f"BLEU-{k + 1}": float(b) for k, b in enumerate(bleu)})
-    meteor = Meteor()
-    scores["METEOR"] = float(meteor.compute_score(gts, res)[0])
-    del meteor  # stops its JVM now, not at interpreter exit
+    scores["METEOR"] = _meteor(Meteor(), gts, res)
     for name, scorer in (("ROUGE-L", Rouge()), ("CIDEr", Cider())):
         score, each = scorer.compute_score(gts, res)
         scores[name], per_q[name] = float(score), np.asarray(each, dtype=float)
     return scores, per_q
+
+
+# METEOR answers over a pipe to a JVM; a JVM that stalls is killed after this long, which ends
+# the wait with an error instead of a hang. Generous: a full test split scores in about a minute.
+METEOR_TIMEOUT_S = 1800.0
+
+
+def _meteor(meteor, gts: dict, res: dict, timeout_s: float = METEOR_TIMEOUT_S) -> float:
+    """pycocoevalcap's Meteor.compute_score, never hanging: on an error it keeps its lock held,
+    and Meteor.__del__ (run at `del`, or at interpreter exit) waits on that lock forever. Here
+    the lock is released and the JVM stopped whatever happens; a failure is one RuntimeError."""
+    watchdog = threading.Timer(timeout_s, meteor.meteor_p.kill)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        return float(meteor.compute_score(gts, res)[0])
+    except Exception as e:  # its JVM died or was killed: a short read, a broken pipe
+        raise RuntimeError(f"METEOR scorer failed ({type(e).__name__}: {e}; "
+                           f"its Java process exited with {meteor.meteor_p.poll()})") from e
+    finally:
+        watchdog.cancel()
+        if meteor.lock.locked():
+            meteor.lock.release()
+        # Stop its JVM now, not at interpreter exit; __del__ then finds nothing left to do.
+        meteor.meteor_p.kill()
+        meteor.meteor_p.wait()
+        with contextlib.suppress(OSError):  # a pipe to a dead process may not flush
+            meteor.meteor_p.stdin.close()
 
 
 # ---- everything -------------------------------------------------------------------------------

@@ -7,8 +7,10 @@ Kept out of models/train_loop.py, which only sees the `Tracker` protocol."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import subprocess
 import tempfile
 from pathlib import Path
@@ -45,6 +47,50 @@ def use_store(uri: str) -> MlflowClient:
 def client_for(uri: str) -> MlflowClient:
     """A client whose registry is the tracking store, whatever the process globals say."""
     return MlflowClient(uri, registry_uri=uri)
+
+
+def local_store_path(uri: str) -> Path | None:
+    """The file or folder of a local store (sqlite:///path, sqlite:///file:path?mode=ro&uri=true,
+    file:///path); None for a server or a scheme this project does not use."""
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):]
+        if path.startswith("file:"):  # SQLite's URI form: file:PATH?options
+            path = path[len("file:"):].split("?", 1)[0]
+        return Path(path) if path and path != ":memory:" else None
+    if uri.startswith("file://"):
+        return Path(uri[len("file://"):])
+    return None
+
+
+class TrackingStoreMissing(FileNotFoundError):
+    """A command that only reads or updates the registry found no store: MLflow would silently
+    create an empty one there, and the command would answer as if the registry were empty."""
+
+
+def require_store(uri: str) -> None:
+    path = local_store_path(uri)
+    if path is not None and not path.exists():
+        raise TrackingStoreMissing(f"{path}: the MLflow tracking store does not exist ({uri}); run "
+                                   "`spotdiff train` and `spotdiff register` first, or set MLFLOW_TRACKING_URI")
+
+
+def is_read_only_error(e: BaseException) -> bool:
+    """A store this process may not write: a read-only file or folder, or a read-only mount."""
+    text = str(e)
+    return any(s in text for s in ("readonly database", "read-only file system", "unable to open database file"))
+
+
+@contextlib.contextmanager
+def quiet_store_errors():
+    """MLflow's sqlite store logs every database error with its full traceback (hundreds of
+    lines) before raising; the caller that turns the error into one line silences that log."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class TrackingUnreachable(ConnectionError):

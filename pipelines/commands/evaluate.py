@@ -15,12 +15,36 @@ import typer
 from pipelines.commands.common import UserError, params_for, user_errors
 
 
+# A line is one question's record (the longest Diff-VQA answer is ~360 bytes, a prediction at
+# most max_answer_len tokens): 16 KiB is ample. The bound is enforced while reading, so a huge
+# line never reaches memory whole, nor METEOR, whose Java aligner dies on a 1 MB sentence.
+MAX_LINE_BYTES = 16 * 1024
+TEXT_FIELDS = ("answer", "prediction", "question")  # `question` optional
+
+
+def _type_name(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
 def read_predictions(path: Path) -> list[dict]:
+    """Every user mistake in FILE is one UserError naming FILE:LINE and the field: checked here,
+    so nothing malformed reaches the scorers (whose errors name neither)."""
     if not path.is_file():
-        raise UserError(f"{path}: no such file")
+        raise UserError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
     records = []
-    with path.open() as f:
-        for line_no, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        line_no = 0
+        while raw := f.readline(MAX_LINE_BYTES + 1):
+            line_no += 1
+            content = raw.rstrip(b"\r\n")
+            if len(content) > MAX_LINE_BYTES:
+                raise UserError(f"{path}:{line_no}: line longer than {MAX_LINE_BYTES} bytes "
+                                "(one prediction record is a few hundred)")
+            try:
+                line = content.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}:{line_no}: not UTF-8 (byte 0x{content[e.start]:02x} "
+                                f"at column {e.start + 1})") from e
             if not line.strip():
                 continue
             try:
@@ -29,9 +53,16 @@ def read_predictions(path: Path) -> list[dict]:
                 raise UserError(f"{path}:{line_no}: not valid JSON ({e.msg})") from e
             if not isinstance(rec, dict):
                 raise UserError(f"{path}:{line_no}: expected a JSON object")
-            for field in ("answer", "prediction"):
-                if not isinstance(rec.get(field), str):
-                    raise UserError(f"{path}:{line_no}: field {field!r} missing or not a string")
+            for field in TEXT_FIELDS:
+                if field not in rec and field != "question":
+                    raise UserError(f"{path}:{line_no}: field {field!r} missing")
+                if field in rec and not isinstance(rec[field], str):
+                    raise UserError(f"{path}:{line_no}: field {field!r} is {_type_name(rec[field])}, not a string")
+            # The reference is what every metric counts against; with no word in it CIDEr's
+            # document frequencies are empty (ValueError) and BLEU/METEOR score nothing.
+            if not any(ch.isalnum() for ch in rec["answer"]):
+                raise UserError(f"{path}:{line_no}: field 'answer' has no word "
+                                f"({rec['answer']!r}); a reference answer is needed to score against")
             records.append(rec)
     if not records:
         raise UserError(f"{path}: no predictions (empty file)")

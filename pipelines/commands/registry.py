@@ -130,16 +130,26 @@ def evaluation_pictures(params: dict, out: Path, folder: Path, run_id: str, uri:
 
 
 def promote_from_params(params: dict):
+    from mlflow.exceptions import MlflowException
+
     from models.promotion import PromotionRefused, PromotionRule
     from models.registry import promote
-    from models.tracking import client_for
+    from models.tracking import client_for, is_read_only_error, quiet_store_errors, require_store
 
     r = params["registry"]
     rule = PromotionRule.from_params(r)
+    uri = tracking_uri(params)
+    require_store(uri)  # else MLflow creates an empty store and promote says "no candidate"
     try:
-        res = promote(client_for(tracking_uri(params)), rule, r["model_name"])
+        with quiet_store_errors():
+            res = promote(client_for(uri), rule, r["model_name"])
     except (PromotionRefused, LookupError) as e:
         raise UserError(f"promote {r['model_name']}: {e}") from e
+    except MlflowException as e:
+        if not is_read_only_error(e):
+            raise
+        first = next((line for line in str(e).splitlines() if line.strip()), "")
+        raise UserError(f"promote {r['model_name']}: the tracking store {uri} cannot be written ({first})") from e
     folder = registry_dir(params)
     folder.mkdir(parents=True, exist_ok=True)
     summary = {"name": res.name, "candidate": res.candidate_version, "champion_before": res.champion_before,
@@ -161,6 +171,17 @@ def load_answerer(model_uri: str, tracking: str):
     except mlflow.exceptions.MlflowException as e:
         raise UserError(f"{model_uri}: cannot load the model ({e.message.splitlines()[0]})") from e
     return model
+
+
+def _check_output_file(option: str, path: Path) -> None:
+    """A file the command will write must be writable as a file: found out only at the end,
+    it was a traceback after the work (the answer) was done."""
+    if path.is_dir():
+        raise UserError(f"{option} {path}: is a directory; give a file name, e.g. {path / 'heatmap.png'}")
+    if not path.parent.is_dir():
+        raise UserError(f"{option} {path}: folder {path.parent} does not exist")
+    if path.exists() and not path.is_file():
+        raise UserError(f"{option} {path}: exists and is not a regular file")
 
 
 def register(app: typer.Typer) -> None:
@@ -200,6 +221,8 @@ def register(app: typer.Typer) -> None:
             for p in (main, ref):
                 if not p.is_file():
                     raise UserError(f"{p}: no such file")
+            if heatmap is not None:  # checked before the model answers, not after
+                _check_output_file("--heatmap", heatmap)
             uri = model_uri or f"models:/{params['registry']['model_name']}@champion"
             model = load_answerer(uri, tracking_uri(params))
             try:

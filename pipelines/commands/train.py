@@ -51,7 +51,8 @@ def _abs(path: str) -> str:
 
 def tracking_uri(params: dict) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or params["tracking"]["uri"]
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+    # sqlite:///file:PATH?mode=ro&uri=true is SQLite's URI form (a read-only store): left as is
+    if uri.startswith("sqlite:///") and not uri.startswith(("sqlite:////", "sqlite:///file:")):
         uri = "sqlite:///" + _abs(uri[len("sqlite:///"):])
     return uri
 

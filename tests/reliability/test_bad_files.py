@@ -1,0 +1,188 @@
+"""Files that are not what their name says, refused from their kind and size before a byte is
+read (no hang on a FIFO, no endless read of /dev/zero), and gzip tables that are not whole gzip,
+refused in one line naming the file before polars reads them.
+`python -m pytest tests/reliability/test_bad_files.py`"""
+
+import gzip
+import io
+import json
+import os
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from assets import prepare
+from assets.ingest import METADATA_CSV, QUESTIONS_CSV, SPLIT_CSV
+from assets.residuals import MAX_FILE_BYTES, ImageError, ResidualConfig, load_preprocessed, materialize_group
+from assets.storage import FileRefused, Storage, gzip_problem, read_url
+from pipelines.cli import app
+from tests.fixtures.tiny_mimic import write_tiny
+
+CFG = ResidualConfig(image_size=32, batch_size=4, register=False)  # registration is not under test
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_tiny(tmp_path_factory.mktemp("tiny"), subjects=3)
+
+
+# ---- file kinds and sizes ------------------------------------------------------------------
+
+def _fifo(path):
+    os.mkfifo(path)
+
+
+def _dev_zero(path):
+    os.symlink("/dev/zero", path)
+
+
+def _folder(path):
+    path.mkdir()
+
+
+def _sparse_too_large(path):  # its size says 65 MB, yet it takes no disk and is never read
+    with open(path, "wb") as f:
+        f.truncate(MAX_FILE_BYTES + 1)
+
+
+KINDS = {
+    "fifo": (_fifo, "not_regular_file", "is a FIFO"),
+    "symlink_to_dev_zero": (_dev_zero, "not_regular_file", "is a character device"),
+    "directory": (_folder, "not_regular_file", "is a directory"),
+    "over_size_bound": (_sparse_too_large, "file_too_large", f"over the bound of {MAX_FILE_BYTES}"),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", list(KINDS))
+def test_image_path_of_the_wrong_kind_is_refused_before_reading(tmp_path, name):
+    make, reason, words = KINDS[name]
+    path = tmp_path / f"{name}.jpg"
+    make(path)
+    with pytest.raises(ImageError) as e:
+        load_preprocessed(str(path), CFG)
+    assert e.value.reason == reason and words in e.value.detail and str(path) in e.value.detail
+
+
+@pytest.mark.timeout(60)
+def test_symlink_to_a_regular_file_is_read_as_that_file(tmp_path):
+    target = tmp_path / "film.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 80), dtype=np.uint8)).save(target)
+    os.symlink(target, tmp_path / "link.jpg")
+    assert load_preprocessed(str(tmp_path / "link.jpg"), CFG).shape == (32, 32)
+    assert read_url(str(tmp_path / "link.jpg")) == target.read_bytes()
+
+
+@pytest.mark.timeout(60)
+def test_fifo_and_dev_zero_in_a_group_are_quarantined_and_the_rest_written(tmp_path):
+    """In `files/` as MIMIC names them: ingestion lists them, the residual step quarantines each
+    pair with `not_regular_file` instead of blocking forever or reading gigabytes."""
+    t = write_tiny(tmp_path / "raw", subjects=6, studies=3)
+    prepared, res = Storage(str(tmp_path / "prep")), Storage(str(tmp_path / "res"))
+    prepare.run_ingest_images(Storage(str(t.mimic_root)), prepared)
+    prepare.run_ingest_questions(Storage(str(t.diffvqa_root)), prepared, ["difference"])
+    pairs, _ = prepare.run_pairs(prepared, Storage(str(t.diffvqa_root)))
+    group = pairs["group"][0]
+    rows = pairs.filter(pl.col("group") == group).unique("pair_id", keep="first", maintain_order=True)
+    # two pairs, each with one planted file that belongs to no other pair of the group
+    used = list(rows["main_path"]) + list(rows["ref_path"])
+    targets = [(r["pair_id"], p) for r in rows.iter_rows(named=True) for p in (r["main_path"], r["ref_path"])
+               if used.count(p) == 1]
+    (fifo_pair, fifo_path), (zero_pair, zero_path) = targets[0], next(x for x in targets if x[0] != targets[0][0])
+    os.remove(fifo_path)
+    os.mkfifo(fifo_path)
+    os.remove(zero_path)
+    os.symlink("/dev/zero", zero_path)
+    result = materialize_group(pairs, group, res, CFG, pairs_source=prepared.url("pairs.parquet"))
+    qt = result.quarantine
+    got = {json.loads(o)["pair_id"]: (r, d) for o, r, d in zip(qt["original"], qt["reason"], qt["detail"])}
+    assert {k: v[0] for k, v in got.items()} == {fifo_pair: "not_regular_file", zero_pair: "not_regular_file"}
+    assert "FIFO" in got[fifo_pair][1] and "character device" in got[zero_pair][1]
+    m = result.manifest
+    assert m["rows_in"] == rows.height == m["rows_out"] + m["rows_quarantined"] and m["rows_quarantined"] == 2
+
+
+# ---- gzip tables ---------------------------------------------------------------------------
+
+def _ingest(tiny, tmp_path, name, data=None, make=None):
+    mimic = tmp_path / "mimic"
+    shutil.copytree(tiny.mimic_root, mimic, ignore=shutil.ignore_patterns("files"))
+    target = mimic / name
+    target.unlink()
+    if make:
+        make(target)
+    else:
+        target.write_bytes(data)
+    return runner.invoke(app, ["ingest", "--mimic-root", str(mimic), "--diffvqa-root", str(tiny.diffvqa_root),
+                               "--out", str(tmp_path / "out"), "--profile", "smoke"])
+
+
+def _truncated(b):
+    return b[:len(b) // 2]
+
+
+def _bad_crc(b):
+    return b[:-8] + bytes(x ^ 0xFF for x in b[-8:-4]) + b[-4:]
+
+
+GZ_CASES = {
+    "truncated": (METADATA_CSV, _truncated, "truncated gzip"),
+    "random_bytes": (METADATA_CSV, lambda b: np.random.default_rng(0).bytes(len(b)), "not gzip"),
+    "plain_csv_named_gz": (SPLIT_CSV, gzip.decompress, "not gzip"),
+    "bad_crc": (SPLIT_CSV, _bad_crc, "corrupt gzip"),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", list(GZ_CASES))
+def test_gzip_table_that_is_not_whole_gzip_is_one_line(tiny, tmp_path, case):
+    name, edit, message = GZ_CASES[case]
+    r = _ingest(tiny, tmp_path, name, edit((tiny.mimic_root / name).read_bytes()))
+    out = "".join(r.output.split())
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+    assert "".join(message.split()) in out and name in out
+    assert "missingcolumn" not in out
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", [METADATA_CSV, QUESTIONS_CSV])
+def test_table_that_is_a_fifo_is_refused_not_waited_on(tiny, tmp_path, name):
+    if name == QUESTIONS_CSV:
+        dq = tmp_path / "dq"
+        shutil.copytree(tiny.diffvqa_root, dq)
+        (dq / name).unlink()
+        os.mkfifo(dq / name)
+        r = runner.invoke(app, ["ingest", "--mimic-root", str(tiny.mimic_root), "--diffvqa-root", str(dq),
+                                "--out", str(tmp_path / "out"), "--profile", "smoke"])
+    else:
+        r = _ingest(tiny, tmp_path, name, make=os.mkfifo)
+    out = "".join(r.output.split())
+    assert r.exit_code == 2 and "isaFIFO,notaregularfile" in out and name in out, r.output
+
+
+def _members(*parts: bytes) -> bytes:
+    return b"".join(gzip.compress(p, mtime=0) for p in parts)
+
+
+@pytest.mark.parametrize("data, problem", [
+    (_members(b"a,b\n1,2\n"), None),
+    (_members(b"a,b\n", b"1,2\n" * 5000), None),          # multi-member gzip, read in small chunks
+    (_members(b"a,b\n" * 5000)[:-20], "truncated gzip"),
+    (b"", "not gzip"),
+    (b"\x1f\x8b" + b"\x00" * 30, "corrupt gzip"),
+])
+def test_gzip_problem(data, problem):
+    got = gzip_problem(io.BytesIO(data), chunk=64)
+    assert (got is None) if problem is None else got.startswith(problem), got
+
+
+def test_file_refused_carries_its_reason(tmp_path):
+    with pytest.raises(FileRefused) as e:
+        read_url(str(tmp_path))
+    assert e.value.reason == "not_regular_file"
