@@ -62,7 +62,8 @@ def change_counts(predictions: list[str], answers: list[str]) -> dict[str, np.nd
         raise ValueError(f"{len(predictions)} predictions for {len(answers)} answers")
     n = len(answers)
     out = {k: np.zeros(n) for k in ("tp", "fp", "fn", "exact", "nothing_gold", "nothing_pred",
-                                     "gold_ok", "pred_ok")}
+                                     "gold_ok", "pred_ok")
+           + tuple(f"{w}_{kind}" for kind in TEMPLATE_KINDS for w in ("tp", "gold"))}
     for i, (pred, ans) in enumerate(zip(predictions, answers)):
         p_text, a_text = normalize_answer(pred), normalize_answer(ans)
         out["exact"][i] = p_text == a_text
@@ -75,6 +76,9 @@ def change_counts(predictions: list[str], answers: list[str]) -> dict[str, np.nd
         out["gold_ok"][i] = 1
         g, p = gold.items(), (got.items() if got is not None else frozenset())
         out["tp"][i], out["fp"][i], out["fn"][i] = len(g & p), len(p - g), len(g - p)
+        for kind in TEMPLATE_KINDS:  # recall per change kind: is "missing" ever found?
+            gk = {a for a in g if a[0] == kind}
+            out[f"tp_{kind}"][i], out[f"gold_{kind}"][i] = len(gk & p), len(gk)
     return out
 
 
@@ -96,6 +100,7 @@ def _stats_from_sums(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "nothing_changed_accuracy": _ratio(s["nothing_agree"], s["n"]),
         "nothing_changed_recall": _ratio(s["nothing_both"], s["nothing_gold"]),
         "prediction_parse_rate": _ratio(s["pred_ok"], s["n"]),
+        **{f"change_recall_{k}": _ratio(s[f"tp_{k}"], s[f"gold_{k}"]) for k in TEMPLATE_KINDS},
     }
 
 
@@ -106,6 +111,7 @@ def _per_question(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "nothing_agree": (c["nothing_gold"] == c["nothing_pred"]).astype(float),
         "nothing_both": c["nothing_gold"] * c["nothing_pred"],
         "nothing_gold": c["nothing_gold"],
+        **{f"{w}_{k}": c[f"{w}_{k}"] for k in TEMPLATE_KINDS for w in ("tp", "gold")},
     }
 
 

@@ -5,7 +5,7 @@ One module serves three users: the embedded-dataset generator (compose), the dat
 ("100 % of difference answers parse") and the change-level F1 of the evaluation (parse). Keeping
 both directions here is what makes `parse(compose(c)) == c` testable.
 
-Grammar (shared/formats/medical-diff-vqa.md):
+Grammar (docs/data.md, "The Medical-Diff-VQA format"):
     answer   := "nothing has changed." | level* added? missing?
     level    := "the level of {f} has changed from {a} to {b}. "
     added    := "the main image has an additional finding of {f} than the reference image. "

@@ -1,7 +1,7 @@
 """Medical-Diff-VQA vocabulary, string for string.
 
-Source of truth: shared/formats/medical-diff-vqa.md (read from the authors' question_gen.py).
-Where an issue's wording differs ("large", "nodule"), these lists win.
+The released dataset's own strings (as its authors' question generator writes them); the format
+is described in docs/data.md. There is no "large" level and no "nodule" finding in it.
 """
 
 # The 30 finding names of the released dataset, in the order the format file lists them.

@@ -5,7 +5,7 @@ Canonical grid (all of assets/synth): array axes [z, y, x] with z superior -> in
 -> posterior, x patient right -> patient left, so a frontal projection along y is already in
 radiograph display orientation (patient's right on the viewer's left, head up).
 
-Cleaning, as measured on this CT (issue 3): the study has IV contrast (heart ~330 HU, aorta ~400 HU)
+Cleaning, as measured on this CT: the study has IV contrast (heart ~330 HU, aorta ~400 HU)
 and a scanner table. Non-skeletal voxels above ~100 HU are set to soft tissue, or the heart and
 vessels render brighter than bone; only the largest body component is kept, or the table shows."""
 

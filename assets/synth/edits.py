@@ -3,7 +3,7 @@ TotalSegmentator label map. Each edit changes `mu` in place inside a crop and sc
 level's index. `seed` fixes the finding's shape for one subject, so a nodule stays where it was and
 a consolidation keeps its texture while its level changes between studies.
 
-Shapes follow what looked real when tried on this CT (issue 3): an effusion fills the pleural space
+Shapes follow what looked real when tried on this CT: an effusion fills the pleural space
 from the dependent part with a meniscus rising laterally; cardiomegaly scales the heart about an
 anchor on its right border; a focal opacity is a lobulated soft-tissue sphere in a lobe;
 consolidation is a smoothed random field inside a lobe sparing the airways (air bronchograms);

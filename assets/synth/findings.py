@@ -1,7 +1,7 @@
 """The findings the embedded dataset renders, in Medical-Diff-VQA's own words.
 
-Names and level words come from assets/diffvqa/vocabulary.py only (the format file wins over the
-issue's wording): a nodule or mass is a focal `lung opacity`, and the largest effusion is
+Names and level words come from assets/diffvqa/vocabulary.py only (the dataset's own words win
+over everyday radiology wording): a nodule or mass is a focal `lung opacity`, and the largest effusion is
 `moderate to large`, never `large`. Each finding has a site (side, lobe or diffuse), the location
 words a report would use for it (for location and area questions), a type word, and levels ordered
 from least to most severe; the edit in assets/synth/edits.py scales with the level's index."""

@@ -1,5 +1,5 @@
 """The seven Medical-Diff-VQA question types for one (main, reference) pair, with the dataset's
-templates string for string (shared/formats/medical-diff-vqa.md). At most one question per type
+templates string for string (docs/data.md, "The Medical-Diff-VQA format"). At most one question per type
 per main study, difference last; difference answers are composed by the shared grammar, so they
 parse back to exactly the change set stored as ground truth."""
 

@@ -59,7 +59,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("docs/results.md"), help="the results page to write"),
     ) -> None:
         """Train the paper's ablation variants and write docs/results.md from their MLflow runs."""
-        from models.ablation import VARIANTS
+        from models.ablation import PRETRAIN_EPOCHS, VARIANTS
+        from pipelines.commands.pretrain import pretrain_from_params
         from pipelines.commands.train import launch, parse_sets
 
         with user_errors():
@@ -73,9 +74,12 @@ def register(app: typer.Typer) -> None:
                 for seed in seeds:
                     for name in chosen:
                         slug = name.replace("+", "p").replace(" ", "-")
+                        run_dir = f"runs/ablate/{group}/{slug}-s{seed}"
                         p = deep_merge(params, {"model": VARIANTS[name], "train": {
-                            "seed": seed, "output_dir": f"runs/ablate/{group}/{slug}-s{seed}"}})
+                            "seed": seed, "output_dir": run_dir}, "pretrain": {
+                            "epochs": PRETRAIN_EPOCHS.get(name, 0), "output_dir": f"{run_dir}/pretrain"}})
                         typer.echo(f"ablation {group}: {name} seed {seed}", err=True)
+                        pretrain_from_params(p)  # writes only a `skipped` note for most variants
                         launch(p, f"ablate-{group}-{slug}-s{seed}",
                                tags={"ablation": group, "variant": name, "seed": str(seed)})
             path = write_report(params, group, repo_root() / out)

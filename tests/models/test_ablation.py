@@ -2,7 +2,7 @@
 
 import pytest
 
-from models.ablation import GOAL_DELTA, VARIANTS, bar_chart, results_markdown, summarize
+from models.ablation import GOAL_DELTA, PRETRAIN_EPOCHS, VARIANTS, bar_chart, results_markdown, summarize
 from models.config import ModelConfig
 
 
@@ -13,8 +13,12 @@ def test_variants_are_valid_model_configs_and_differ_only_in_flags():
     assert cfgs["+residual+RFA"].use_rfa
     assert {cfgs[n].residual_kind for n in ("+residual+RFA", "+registered residual+RFA")} == {
         "naive", "registered"}
-    flags = {"use_residual", "use_rfa", "residual_kind"}
+    flags = {"use_residual", "use_rfa", "residual_kind", "finding_heads", "finding_tokens"}
     assert all(set(v) <= flags for v in VARIANTS.values())
+    # the paper's variants are the paper's model; the project's additions are separate rows
+    assert not any(cfgs[n].finding_heads for n in ("baseline", "+residual", "+residual+RFA"))
+    assert cfgs["+finding heads"].finding_tokens and PRETRAIN_EPOCHS["+finding heads+pretraining"] > 0
+    assert "+finding heads" not in PRETRAIN_EPOCHS
 
 
 def _runs():
