@@ -24,7 +24,7 @@ from models.augment import AugmentConfig, augment_pair
 from models.checkpoint import load_model_from
 from models.data import QA, PairSample
 from models.metrics import parse_prediction
-from models.predict import grammar_processor
+from models.predict import grammar_processor, head_patterns
 from models.train_loop import collate_for
 
 # A MIMIC film is ~2500 px JPEG, ~1-3 MB; 16 MB of image bytes is far above any real film and
@@ -132,7 +132,9 @@ class Answerer:
         b = self.batch(main, ref, residual, question)
         feats = self.model.encode_pairs(b.main, b.ref, b.residual)
         budget = self.model.cfg.max_answer_len - 1
-        processor = grammar_processor(self.tokenizer, [question_type_of(question)], self.num_beams, budget)
+        qtype = question_type_of(question)
+        patterns = head_patterns(self.model, feats, b.pair_index, [question], [qtype])
+        processor = grammar_processor(self.tokenizer, [qtype], self.num_beams, budget, patterns)
         ids = self.model.generate(feats, b.pair_index, b.question_ids, b.question_mask,
                                   max_new_tokens=budget, num_beams=self.num_beams,
                                   logits_processor=processor)[0]

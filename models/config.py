@@ -27,6 +27,7 @@ class ModelConfig:
     use_residual: bool = True         # False: the baseline, E_R and its projection do not exist
     use_rfa: bool = True              # residual feature alignment loss L_con (needs use_residual)
     residual_kind: str = "naive"      # "naive" | "registered": which shard column training feeds
+    residual_input: str = "residual"  # "residual": E_R sees main − ref | "stack": [main, ref, main − ref]
     rfa_weight: float = 1.0           # λ in L_gen + λ·L_con
     rfa_stop_grad: bool = False       # True: L_con trains the residual branch only (docs/model.md)
     dropout: float = 0.1
@@ -36,6 +37,7 @@ class ModelConfig:
     change_weight: float = 4.0        # added/missing/level against unchanged in the change head
     finding_tokens: bool = False      # the heads' beliefs as one decoder prefix token per finding
     finding_forcing: float = 0.0      # share of training pairs whose tokens carry the known targets
+    decode_with_heads: bool = False   # a difference answer states exactly the heads' change set
     pretrained_resnet: str | None = None  # local torchvision state_dict (.pth) for E_I and E_R
     pretrained_gpt2: str | None = None    # local GPT-2 folder (save_pretrained layout)
 
@@ -45,10 +47,12 @@ class ModelConfig:
             raise ValueError(f"model.backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.residual_kind not in RESIDUAL_KINDS:
             raise ValueError(f"model.residual_kind must be one of {RESIDUAL_KINDS}, got {self.residual_kind!r}")
+        if self.residual_input not in ("residual", "stack"):
+            raise ValueError(f"model.residual_input must be residual or stack, got {self.residual_input!r}")
         if self.gen_loss not in GEN_LOSSES:
             raise ValueError(f"model.gen_loss must be one of {GEN_LOSSES}, got {self.gen_loss!r}")
-        if self.finding_tokens and not self.finding_heads:
-            raise ValueError("model.finding_tokens needs model.finding_heads (the tokens are their beliefs)")
+        if (self.finding_tokens or self.decode_with_heads) and not self.finding_heads:
+            raise ValueError("model.finding_tokens and model.decode_with_heads need model.finding_heads")
         if self.n_embd % self.n_head:
             raise ValueError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
         if self.use_rfa and not self.use_residual:

@@ -15,7 +15,7 @@ import functools
 import torch
 from transformers import LogitsProcessor
 
-from assets.diffvqa.answer_patterns import answer_pattern
+from assets.diffvqa.answer_patterns import answer_pattern, shortest_completion
 
 NEG_INF = float("-inf")
 
@@ -29,14 +29,19 @@ def _token_texts(tokenizer) -> tuple[str, ...]:
 class GrammarLogitsProcessor(LogitsProcessor):
     """input_ids: (N, t) the answer tokens generated so far (no prompt); scores (N, V)."""
 
-    def __init__(self, tokenizer, question_types: list[str], keep: int = 1, max_new_tokens: int | None = None):
+    def __init__(self, tokenizer, question_types: list[str] | None = None, keep: int = 1,
+                 max_new_tokens: int | None = None, patterns: list | None = None):
+        """One row per sequence: its question type's language, or an explicit compiled pattern
+        (e.g. assets.diffvqa.answer_patterns.change_set_pattern: exactly one change set)."""
         self.texts = _token_texts(tokenizer)
         self.special = set(tokenizer.all_special_ids)
         self.eos = tokenizer.eos_token_id
-        self.patterns = [answer_pattern(t) for t in question_types]
+        self.patterns = patterns if patterns is not None else [answer_pattern(t) for t in question_types or []]
         self.keep = keep
-        # near the end of the budget a complete answer stops rather than start one more item
+        # near the end of the budget a complete answer stops rather than start one more item,
+        # and an incomplete one is steered along its shortest completion (cached per row)
         self.max_new_tokens = max_new_tokens
+        self.closing: dict[int, str] = {}
 
     def _allowed(self, row: int, prefix: str, scores: torch.Tensor) -> list[int]:
         pattern = self.patterns[row]
@@ -56,6 +61,24 @@ class GrammarLogitsProcessor(LogitsProcessor):
                     break
         return found
 
+    def _completion(self, row: int, prefix: str) -> str | None:
+        target = self.closing.get(row)
+        if target is None or not target.startswith(prefix):
+            tail = shortest_completion(self.patterns[row], prefix)
+            if tail is None:
+                return None
+            target = self.closing[row] = prefix + tail
+        return target[len(prefix):]
+
+    def _longest_token(self, prefix: str, tail: str) -> int:
+        """The token covering most of `tail` from its start (byte-level BPE has every single
+        character, so one always exists)."""
+        best, best_len = self.eos, 0
+        for tok, text in enumerate(self.texts):
+            if tok not in self.special and len(text) > best_len and tail.startswith(text):
+                best, best_len = tok, len(text)
+        return best
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         out = torch.full_like(scores, NEG_INF)
         for row in range(scores.shape[0]):
@@ -64,9 +87,11 @@ class GrammarLogitsProcessor(LogitsProcessor):
                 out[row, self.eos] = 0.0
                 continue
             prefix = "".join(self.texts[i] for i in ids)
-            closing = self.max_new_tokens is not None and self.max_new_tokens - len(ids) <= 12
-            if closing and self.patterns[row].fullmatch(prefix) is not None:
+            left = self.max_new_tokens - len(ids) if self.max_new_tokens is not None else None
+            if left is not None and left <= 12 and self.patterns[row].fullmatch(prefix) is not None:
                 allowed = [self.eos]
+            elif left is not None and left <= 24 and (tail := self._completion(row, prefix)):
+                allowed = [self._longest_token(prefix, tail)]
             else:
                 allowed = self._allowed(row, prefix, scores[row])
             if not allowed:  # nothing ranked can continue: end here rather than emit garbage

@@ -19,9 +19,9 @@ class TinyBackbone(nn.Module):
     """Four stride-2 convs. GroupNorm, not BatchNorm, so train and eval mode compute the same
     function: the overfitting test trains in train mode and generates in eval mode."""
 
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int = 32, in_channels: int = 1):
         super().__init__()
-        chans = [1, width // 2, width, width, width]
+        chans = [in_channels, width // 2, width, width, width]
         layers = []
         for cin, cout in zip(chans[:-1], chans[1:]):
             layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GroupNorm(4, cout), nn.ReLU()]
@@ -33,16 +33,20 @@ class TinyBackbone(nn.Module):
 
     def load_pretrained(self, path: str) -> None:
         """A state_dict of this module (what encoder pretraining saves for the smoke profile)."""
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+        stem, want = sd["body.0.weight"], self.body[0].weight.shape[1]
+        if stem.shape[1] != want:  # a gray stem spread over a stacked input
+            sd["body.0.weight"] = stem.sum(dim=1, keepdim=True).repeat(1, want, 1, 1) / want
+        self.load_state_dict(sd)
 
 
 class ResNetBackbone(nn.Module):
     """A torchvision ResNet without its pooling and classifier, with a 1-channel stem."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, in_channels: int = 1):
         super().__init__()
         net = getattr(torchvision.models, name)(weights=None)
-        net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         net.fc = nn.Identity()  # unused; Identity keeps the state_dict names torchvision's
         self.net = net
         self.out_channels = 2048 if name == "resnet50" else 512
@@ -58,8 +62,11 @@ class ResNetBackbone(nn.Module):
         one, which gives a gray image the response the RGB net gives that image repeated x3."""
         sd = torch.load(path, map_location="cpu", weights_only=True)
         sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
-        if sd["conv1.weight"].shape[1] == 3:
-            sd["conv1.weight"] = sd["conv1.weight"].sum(dim=1, keepdim=True)
+        want = self.net.conv1.weight.shape[1]
+        have = sd["conv1.weight"].shape[1]
+        if have != want:  # RGB -> gray: sum; gray -> a stacked input: each channel a third
+            gray = sd["conv1.weight"].sum(dim=1, keepdim=True)
+            sd["conv1.weight"] = gray if want == 1 else gray.repeat(1, want, 1, 1) / want
         missing, unexpected = self.net.load_state_dict(sd, strict=False)
         if missing or unexpected:
             raise ValueError(f"{path}: not a torchvision state_dict for this ResNet "
@@ -68,15 +75,19 @@ class ResNetBackbone(nn.Module):
 
 class ImageEncoder(nn.Module):
     """Normalise, then run the backbone. `centered` inputs (the residual, in [-1, 1]) are only
-    scaled: their zero already means 'no change'."""
+    scaled: their zero already means 'no change'. `centered` may be one flag per input channel
+    (a stacked [main, ref, residual] input: (False, False, True))."""
 
-    def __init__(self, backbone: str, centered: bool, pretrained: str | None = None):
+    def __init__(self, backbone: str, centered: bool | tuple[bool, ...], pretrained: str | None = None):
         super().__init__()
-        self.backbone = TinyBackbone() if backbone == "tiny" else ResNetBackbone(backbone)
+        flags = centered if isinstance(centered, tuple) else (centered,)
+        c = len(flags)
+        self.backbone = TinyBackbone(in_channels=c) if backbone == "tiny" else ResNetBackbone(backbone, c)
         if pretrained:
             self.backbone.load_pretrained(pretrained)
-        self.mean = 0.0 if centered else GRAY_MEAN
+        self.register_buffer("mean", torch.tensor([0.0 if f else GRAY_MEAN for f in flags]).view(1, c, 1, 1),
+                             persistent=False)
         self.out_channels = self.backbone.out_channels
 
-    def forward(self, x):  # (P, 1, S, S)
+    def forward(self, x):  # (P, channels, S, S)
         return self.backbone((x - self.mean) / GRAY_STD)  # (P, C, h, w)

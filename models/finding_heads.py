@@ -107,6 +107,25 @@ class FindingHeads(nn.Module):
         return base[None] + self.state_proj(state.to(self.finding_embed.dtype))
 
 
+def predicted_changes(logits: FindingLogits, pair: int):
+    """The change set the heads predict for one pair (a grammar ChangeSet): each finding's most
+    likely change kind; a level change takes the level heads' most likely reference and main
+    levels (the runner-up for main when both agree, since a change needs two levels)."""
+    from assets.diffvqa.grammar import ChangeSet, LevelChange
+    from assets.diffvqa.vocabulary import FINDINGS, LEVELS
+
+    kinds = logits.change[pair].argmax(dim=-1).tolist()
+    added = tuple(FINDINGS[f] for f, k in enumerate(kinds) if k == 1)
+    missing = tuple(FINDINGS[f] for f, k in enumerate(kinds) if k == 2)
+    levels = []
+    for f in (f for f, k in enumerate(kinds) if k == 3):
+        ref = int(logits.ref_level[pair, f].argmax())
+        main_order = logits.main_level[pair, f].argsort(descending=True).tolist()
+        main = main_order[0] if main_order[0] != ref else main_order[1]
+        levels.append(LevelChange(FINDINGS[f], LEVELS[ref], LEVELS[main]))
+    return ChangeSet(added=added, missing=missing, levels=tuple(levels))
+
+
 def _masked_mean(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     # stays in the graph when nothing is known, so DDP sees every head parameter used each step
     return (values * known).sum() / known.sum().clamp(min=1)

@@ -72,7 +72,10 @@ class ReAl(nn.Module):
         self.image_proj = Projection(self.image_encoder.out_channels, **proj)
         self.residual_encoder = self.residual_proj = None
         if cfg.use_residual:  # the baseline has no residual branch at all, not a zeroed one
-            self.residual_encoder = ImageEncoder(cfg.backbone, centered=True, pretrained=cfg.pretrained_resnet)
+            # "stack": E_R sees [main, ref, residual] (early fusion: it can tell which image a
+            # change sits in); "residual": main − ref alone, as in the paper
+            centered = (False, False, True) if cfg.residual_input == "stack" else True
+            self.residual_encoder = ImageEncoder(cfg.backbone, centered=centered, pretrained=cfg.pretrained_resnet)
             self.residual_proj = Projection(self.residual_encoder.out_channels, **proj)
         self.gpt = GPT2LMHeadModel(GPT2Config(
             vocab_size=cfg.vocab_size, n_positions=cfg.n_positions, n_embd=cfg.n_embd,
@@ -99,7 +102,8 @@ class ReAl(nn.Module):
         if self.cfg.use_residual:
             if residual is None:
                 raise ValueError("this model has a residual branch: pass the residual image")
-            res_map = self.residual_encoder(residual)
+            res_in = torch.cat([main, ref, residual], dim=1) if self.cfg.residual_input == "stack" else residual
+            res_map = self.residual_encoder(res_in)
             res = self.residual_proj(res_map)  # (P, nq, D)
         feats = PairFeatures(main=tokens[:P], ref=tokens[P:], residual=res)
         if self.finding_heads is not None:

@@ -18,12 +18,38 @@ def decode(tokenizer, ids: list[int]) -> str:
 
 
 def grammar_processor(tokenizer, question_types: list[str], num_beams: int = 1,
-                      max_new_tokens: int | None = None):
-    """Keeps each answer (each beam) in its question type's grammar (models/constrained.py)."""
+                      max_new_tokens: int | None = None, patterns: list | None = None):
+    """Keeps each answer (each beam) in its question type's grammar, or in its own pattern when
+    `patterns` are given (models/constrained.py)."""
     from models.constrained import GrammarLogitsProcessor
 
     rows = [t for t in question_types for _ in range(num_beams)]
-    return GrammarLogitsProcessor(tokenizer, rows, keep=num_beams, max_new_tokens=max_new_tokens)
+    per_row = [p for p in patterns for _ in range(num_beams)] if patterns is not None else None
+    return GrammarLogitsProcessor(tokenizer, rows, keep=num_beams, max_new_tokens=max_new_tokens,
+                                  patterns=per_row)
+
+
+def head_patterns(model, feats, pair_index, questions: list[str], types: list[str]) -> list | None:
+    """With `decode_with_heads`: each difference question may state exactly the change set the
+    model's finding heads predict for its pair (the decoder orders and words it); other types keep
+    their grammar. None when the model decodes in the plain grammar."""
+    from assets.diffvqa.answer_patterns import answer_pattern, change_set_pattern
+    from assets.diffvqa.vocabulary import DIFFERENCE_QUESTION
+    from models.finding_heads import predicted_changes
+
+    if not getattr(model.cfg, "decode_with_heads", False) or feats.findings is None:
+        return None
+    changes: dict[int, object] = {}
+    out = []
+    for q, (question, qtype) in enumerate(zip(questions, types)):
+        if qtype != "difference":
+            out.append(answer_pattern(qtype))
+            continue
+        i = int(pair_index[q])
+        if i not in changes:
+            changes[i] = predicted_changes(feats.findings, i)
+        out.append(change_set_pattern(changes[i], area_question=question != DIFFERENCE_QUESTION))
+    return out
 
 
 @torch.no_grad()
@@ -44,7 +70,8 @@ def predict(model, batches: Iterable[PairBatch], tokenizer, device: torch.device
         processor = None
         if constrained:
             types = batch.question_types or [question_type_of(q) for q in batch.questions]
-            processor = grammar_processor(tokenizer, types, num_beams, max_new_tokens)
+            patterns = head_patterns(model, feats, batch.pair_index, batch.questions, types)
+            processor = grammar_processor(tokenizer, types, num_beams, max_new_tokens, patterns)
         outs = model.generate(feats, batch.pair_index, batch.question_ids, batch.question_mask,
                               max_new_tokens=max_new_tokens, num_beams=num_beams,
                               logits_processor=processor)

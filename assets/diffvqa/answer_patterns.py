@@ -79,3 +79,73 @@ def question_type_of(question: str) -> str:
     if q.startswith("what level"):
         return "level"
     return "presence"
+
+
+def _orders(items: tuple, cap: int = 24) -> list[tuple]:
+    """Every order of a few items (the dataset orders added items and level sentences at random)."""
+    import itertools
+
+    return list(itertools.islice(itertools.permutations(items), cap))
+
+
+def change_set_pattern(changes, area_question: bool = False) -> regex.Pattern:
+    """The answers that state exactly `changes` (a grammar ChangeSet), in any order of items and
+    level sentences. For an area question: any one of its level sentences (the dataset answers
+    an area question with one), or any level sentence when it names none."""
+    esc = regex.escape
+    levels = [f"the level of {esc(c.finding)} has changed from {esc(c.ref_level)} to {esc(c.main_level)}\\. "
+              for c in changes.levels]
+    if area_question:
+        return regex.compile("(?:" + "|".join(levels) + ")" if levels else _LEVEL)
+    if changes.is_empty:
+        return regex.compile(r"nothing has changed\.")
+
+    def listed(items: tuple, one: str, many: str) -> str:
+        if not items:
+            return ""
+        if len(items) == 1:
+            return one.format(esc(items[0]))
+        lists = ["(?:" + ", ".join(esc(x) for x in order[:-1]) + ", and " + esc(order[-1]) + ")"
+                 for order in _orders(items)]
+        return many.format("(?:" + "|".join(lists) + ")")
+
+    level_part = "(?:" + "|".join("".join(order) for order in _orders(tuple(levels))) + ")" if levels else ""
+    added = listed(changes.added, "the main image has an additional finding of {} than the reference image\\. ",
+                   "the main image has additional findings of {} than the reference image\\. ")
+    missing = listed(changes.missing, "the main image is missing the finding of {} than the reference image\\. ",
+                     "the main image is missing the findings of {} than the reference image\\. ")
+    return regex.compile(level_part + added + missing)
+
+
+_ALPHABET = "".join(sorted({c for w in (*FINDINGS, *LEVELS, *TYPES, *LOCATION_WORDS, "PA AP LL LATERAL view",
+                                        "the main image has an additional findings of than reference is missing",
+                                        "nothing changed level from to yes no left right side area")
+                            for c in w} | set(" ,.-")))
+
+
+def shortest_completion(pattern: regex.Pattern, prefix: str, max_len: int = 120,
+                        max_states: int = 400_000) -> str | None:
+    """The shortest text that makes prefix + text a whole answer (breadth-first over characters,
+    pruned by partial matching), or None if none within max_len. Used to close an answer
+    when the token budget runs out: the grammar is mostly deterministic, so the frontier stays
+    small except at a finding name."""
+    if pattern.fullmatch(prefix):
+        return ""
+    frontier, seen = [""], 0
+    for _ in range(max_len):
+        nxt = []
+        for tail in frontier:
+            for c in _ALPHABET:
+                text = prefix + tail + c
+                seen += 1
+                if pattern.fullmatch(text, partial=True) is None:
+                    continue
+                if pattern.fullmatch(text):
+                    return tail + c
+                nxt.append(tail + c)
+            if seen > max_states:
+                return None
+        frontier = nxt
+        if not frontier:
+            return None
+    return None

@@ -34,10 +34,12 @@ def test_patterns_accept_the_grammar_and_reject_the_rest():
         assert question_type_of(question) == qtype
 
 
-@pytest.mark.parametrize("num_beams", [1, 3])
+@pytest.mark.parametrize("num_beams, budget", [(1, 63), (3, 63), (1, 40)])
 @torch.no_grad()
-def test_untrained_model_answers_in_the_grammar(num_beams):
-    tok = train_tokenizer(TEXTS * 5, vocab_size=300)
+def test_untrained_model_answers_in_the_grammar(num_beams, budget):
+    """40 tokens are too few for what an untrained model starts to list: the answer is closed
+    along the grammar's shortest completion instead of being cut off."""
+    tok = train_tokenizer(TEXTS * 5, vocab_size=300)  # small: long findings take many tokens
     cfg = ModelConfig(backbone="tiny", image_size=32, n_queries=2, n_embd=32, n_layer=2, n_head=2,
                       vocab_size=len(tok), max_question_len=32, max_answer_len=64, dropout=0.0)
     torch.manual_seed(0)
@@ -50,8 +52,8 @@ def test_untrained_model_answers_in_the_grammar(num_beams):
     x = torch.rand(1, 1, 32, 32)
     feats = model.encode_pairs(x, x.flip(-1), x - x.flip(-1))
     free = model.generate(feats, torch.zeros(len(types), dtype=torch.long), q, qm, 63, num_beams)
-    outs = model.generate(feats, torch.zeros(len(types), dtype=torch.long), q, qm, 63, num_beams,
-                          logits_processor=grammar_processor(tok, types, num_beams, 63))
+    outs = model.generate(feats, torch.zeros(len(types), dtype=torch.long), q, qm, budget, num_beams,
+                          logits_processor=grammar_processor(tok, types, num_beams, budget))
     texts = [tok.decode(o, skip_special_tokens=True, clean_up_tokenization_spaces=False) for o in outs]
     for qtype, text in zip(types, texts):
         assert is_answer(text, qtype), (qtype, text)
