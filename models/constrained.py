@@ -18,6 +18,9 @@ from transformers import LogitsProcessor
 from assets.diffvqa.answer_patterns import answer_pattern, shortest_completion
 
 NEG_INF = float("-inf")
+# In the last CLOSING_ZONE tokens of the budget, an answer whose shortest completion needs
+# nearly all that is left follows it (MARGIN absorbs the few tokens one free step can add).
+CLOSING_ZONE, MARGIN = 40, 8
 
 
 @functools.lru_cache(maxsize=4)
@@ -70,6 +73,16 @@ class GrammarLogitsProcessor(LogitsProcessor):
             target = self.closing[row] = prefix + tail
         return target[len(prefix):]
 
+    def _must_close(self, row: int, prefix: str, left: int) -> bool:
+        tail = self._completion(row, prefix)
+        if not tail:
+            return False
+        needed, rest = 0, tail
+        while rest:  # the tokens forcing would take: greedy longest pieces
+            piece = self.texts[self._longest_token(prefix, rest)]
+            rest, needed = rest[len(piece):], needed + 1
+        return needed + 1 >= left - MARGIN  # + 1: the eos
+
     def _longest_token(self, prefix: str, tail: str) -> int:
         """The token covering most of `tail` from its start (byte-level BPE has every single
         character, so one always exists)."""
@@ -90,8 +103,8 @@ class GrammarLogitsProcessor(LogitsProcessor):
             left = self.max_new_tokens - len(ids) if self.max_new_tokens is not None else None
             if left is not None and left <= 12 and self.patterns[row].fullmatch(prefix) is not None:
                 allowed = [self.eos]
-            elif left is not None and left <= 24 and (tail := self._completion(row, prefix)):
-                allowed = [self._longest_token(prefix, tail)]
+            elif left is not None and left <= CLOSING_ZONE and self._must_close(row, prefix, left):
+                allowed = [self._longest_token(prefix, self._completion(row, prefix))]
             else:
                 allowed = self._allowed(row, prefix, scores[row])
             if not allowed:  # nothing ranked can continue: end here rather than emit garbage

@@ -152,3 +152,13 @@ def test_per_template_breakdown_partitions_the_questions():
         lo, hi = report["ci95"][k]
         assert lo <= report[k] <= hi
     assert np.isclose(report["change_f1"], change_scores(preds, answers)["change_f1"])
+
+
+def test_recall_per_change_kind():
+    from models.metrics import change_scores
+
+    added = "the main image has an additional finding of edema than the reference image. "
+    missing = "the main image is missing the finding of edema than the reference image. "
+    s = change_scores([added, added, "nothing has changed."], [added, missing, missing])
+    assert s["change_recall_added"] == 1.0 and s["change_recall_missing"] == 0.0
+    assert s["change_recall_level"] == 0.0  # no level change in the gold: 0/0 := 0

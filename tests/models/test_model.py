@@ -268,3 +268,15 @@ def test_swap_reads_the_pair_backwards():
     assert s[0].tolist() == [0] * 30 and s[2].tolist() == [1] * 30
     assert s[4, :5].tolist() == [2, 1, 3, 0, -1]
     assert torch.equal(swap_targets(s), t)
+
+
+def test_stacked_residual_input_gives_E_R_three_channels():
+    m = _finding_model(finding_heads=True, residual_input="stack")
+    assert m.residual_encoder.backbone.body[0].weight.shape[1] == 3
+    x, y, q, a, t = _finding_batch()
+    feats = m.encode_pairs(x, y, x - y)
+    assert feats.residual.shape == feats.main.shape
+    # the paper's E_R: the residual alone
+    assert _finding_model(finding_heads=True).residual_encoder.backbone.body[0].weight.shape[1] == 1
+    with pytest.raises(ValueError, match="residual_input"):
+        _finding_model(residual_input="both")
