@@ -16,10 +16,13 @@ def test_pairs_then_residuals(tmp_path):
     r = runner.invoke(app, ["pairs", "--mimic-root", str(t.mimic_root), "--diffvqa-root", str(t.diffvqa_root),
                             "--out", str(out), "--profile", "smoke"])
     assert r.exit_code == 0, r.output
-    for f in ("images.parquet", "questions.parquet", "pairs.parquet", "quarantine.parquet"):
+    for f in ("images.parquet", "questions.parquet", "pairs.parquet", "quarantine.parquet",
+              "finding_targets.parquet"):
         assert (out / f).exists(), f
     pairs = pl.read_parquet(out / "pairs.parquet")
-    assert pairs.height == sum(q["question_type"] == "difference" for q in t.questions)
+    assert pairs.height == len(t.questions)  # pairs.question_types: [all]
+    # one row of finding targets per pair
+    assert pl.read_parquet(out / "finding_targets.parquet").height == pairs["pair_id"].n_unique()
     r = runner.invoke(app, ["residuals", "--prepared", str(out), "--out", str(tmp_path / "res"), "--group", "p10",
                             "--profile", "smoke"])
     assert r.exit_code == 0, r.output
