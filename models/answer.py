@@ -133,7 +133,7 @@ class Answerer:
         feats = self.model.encode_pairs(b.main, b.ref, b.residual)
         budget = self.model.cfg.max_answer_len - 1
         qtype = question_type_of(question)
-        patterns = head_patterns(self.model, feats, b.pair_index, [question], [qtype])
+        patterns = head_patterns(self.model, feats, b.pair_index, [question], [qtype], self.tokenizer, budget)
         processor = grammar_processor(self.tokenizer, [qtype], self.num_beams, budget, patterns)
         ids = self.model.generate(feats, b.pair_index, b.question_ids, b.question_mask,
                                   max_new_tokens=budget, num_beams=self.num_beams,

@@ -107,23 +107,41 @@ class FindingHeads(nn.Module):
         return base[None] + self.state_proj(state.to(self.finding_embed.dtype))
 
 
-def predicted_changes(logits: FindingLogits, pair: int):
+def predicted_changes(logits: FindingLogits, pair: int, fits=None):
     """The change set the heads predict for one pair (a grammar ChangeSet): each finding's most
     likely change kind; a level change takes the level heads' most likely reference and main
-    levels (the runner-up for main when both agree, since a change needs two levels)."""
+    levels (the runner-up for main when both agree, since a change needs two levels).
+
+    fits(ChangeSet) -> bool, when given: the least confident changes are dropped until the set
+    fits (an answer naming more than the decoder's token budget holds would be cut off)."""
     from assets.diffvqa.grammar import ChangeSet, LevelChange
     from assets.diffvqa.vocabulary import FINDINGS, LEVELS
 
-    kinds = logits.change[pair].argmax(dim=-1).tolist()
-    added = tuple(FINDINGS[f] for f, k in enumerate(kinds) if k == 1)
-    missing = tuple(FINDINGS[f] for f, k in enumerate(kinds) if k == 2)
-    levels = []
-    for f in (f for f, k in enumerate(kinds) if k == 3):
-        ref = int(logits.ref_level[pair, f].argmax())
-        main_order = logits.main_level[pair, f].argsort(descending=True).tolist()
-        main = main_order[0] if main_order[0] != ref else main_order[1]
-        levels.append(LevelChange(FINDINGS[f], LEVELS[ref], LEVELS[main]))
-    return ChangeSet(added=added, missing=missing, levels=tuple(levels))
+    probs = logits.change_probs()[pair].detach()  # (F, 4)
+    conf, kinds = probs.max(dim=-1)
+    atoms = []  # (confidence, kind, finding, level change or None)
+    for f in range(len(FINDINGS)):
+        k = int(kinds[f])
+        if k == 0:
+            continue
+        lc = None
+        if k == 3:
+            ref = int(logits.ref_level[pair, f].argmax())
+            main_order = logits.main_level[pair, f].argsort(descending=True).tolist()
+            main = main_order[0] if main_order[0] != ref else main_order[1]
+            lc = LevelChange(FINDINGS[f], LEVELS[ref], LEVELS[main])
+        atoms.append((float(conf[f]), k, FINDINGS[f], lc))
+    atoms.sort(key=lambda a: -a[0])
+
+    def build(kept):
+        kept = sorted(kept, key=lambda a: FINDINGS.index(a[2]))
+        return ChangeSet(added=tuple(a[2] for a in kept if a[1] == 1),
+                         missing=tuple(a[2] for a in kept if a[1] == 2),
+                         levels=tuple(a[3] for a in kept if a[1] == 3))
+
+    while atoms and fits is not None and not fits(build(atoms)):
+        atoms = atoms[:-1]
+    return build(atoms)
 
 
 def _masked_mean(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:

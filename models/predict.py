@@ -29,7 +29,8 @@ def grammar_processor(tokenizer, question_types: list[str], num_beams: int = 1,
                                   patterns=per_row)
 
 
-def head_patterns(model, feats, pair_index, questions: list[str], types: list[str]) -> list | None:
+def head_patterns(model, feats, pair_index, questions: list[str], types: list[str], tokenizer=None,
+                  max_new_tokens: int | None = None) -> list | None:
     """With `decode_with_heads`: each difference question may state exactly the change set the
     model's finding heads predict for its pair (the decoder orders and words it); other types keep
     their grammar. None when the model decodes in the plain grammar."""
@@ -39,6 +40,13 @@ def head_patterns(model, feats, pair_index, questions: list[str], types: list[st
 
     if not getattr(model.cfg, "decode_with_heads", False) or feats.findings is None:
         return None
+    fits = None
+    if tokenizer is not None and max_new_tokens is not None:
+        from assets.diffvqa.grammar import compose_answer
+
+        # the composed answer plus eos within the budget, with room for a longer word order
+        def fits(cs) -> bool:
+            return len(tokenizer.encode(compose_answer(cs), add_special_tokens=False)) + 4 <= max_new_tokens
     changes: dict[int, object] = {}
     out = []
     for q, (question, qtype) in enumerate(zip(questions, types)):
@@ -47,7 +55,7 @@ def head_patterns(model, feats, pair_index, questions: list[str], types: list[st
             continue
         i = int(pair_index[q])
         if i not in changes:
-            changes[i] = predicted_changes(feats.findings, i)
+            changes[i] = predicted_changes(feats.findings, i, fits)
         out.append(change_set_pattern(changes[i], area_question=question != DIFFERENCE_QUESTION))
     return out
 
@@ -70,7 +78,8 @@ def predict(model, batches: Iterable[PairBatch], tokenizer, device: torch.device
         processor = None
         if constrained:
             types = batch.question_types or [question_type_of(q) for q in batch.questions]
-            patterns = head_patterns(model, feats, batch.pair_index, batch.questions, types)
+            patterns = head_patterns(model, feats, batch.pair_index, batch.questions, types,
+                                     tokenizer, max_new_tokens)
             processor = grammar_processor(tokenizer, types, num_beams, max_new_tokens, patterns)
         outs = model.generate(feats, batch.pair_index, batch.question_ids, batch.question_mask,
                               max_new_tokens=max_new_tokens, num_beams=num_beams,

@@ -123,7 +123,7 @@ _ALPHABET = "".join(sorted({c for w in (*FINDINGS, *LEVELS, *TYPES, *LOCATION_WO
                             for c in w} | set(" ,.-")))
 
 
-def shortest_completion(pattern: regex.Pattern, prefix: str, max_len: int = 120,
+def shortest_completion(pattern: regex.Pattern, prefix: str, max_len: int = 400,
                         max_states: int = 400_000) -> str | None:
     """The shortest text that makes prefix + text a whole answer (breadth-first over characters,
     pruned by partial matching), or None if none within max_len. Used to close an answer
