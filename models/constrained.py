@@ -29,11 +29,25 @@ def _token_texts(tokenizer) -> tuple[str, ...]:
                  for i in range(len(tokenizer)))
 
 
+def greedy_token_count(tokenizer, text: str) -> int:
+    """Tokens a forced closing spends on `text` (longest matching token first): the measure by
+    which a head-guided answer is kept within the budget."""
+    texts = _token_texts(tokenizer)
+    special = set(tokenizer.all_special_ids)
+    n, rest = 0, text
+    while rest:
+        best = max((len(t) for i, t in enumerate(texts) if i not in special and t and rest.startswith(t)),
+                   default=1)
+        rest, n = rest[best:], n + 1
+    return n
+
+
 class GrammarLogitsProcessor(LogitsProcessor):
     """input_ids: (N, t) the answer tokens generated so far (no prompt); scores (N, V)."""
 
     def __init__(self, tokenizer, question_types: list[str] | None = None, keep: int = 1,
-                 max_new_tokens: int | None = None, patterns: list | None = None):
+                 max_new_tokens: int | None = None, patterns: list | None = None,
+                 closing_zones: list[int] | None = None):
         """One row per sequence: its question type's language, or an explicit compiled pattern
         (e.g. assets.diffvqa.answer_patterns.change_set_pattern: exactly one change set)."""
         self.texts = _token_texts(tokenizer)
@@ -45,6 +59,9 @@ class GrammarLogitsProcessor(LogitsProcessor):
         # and an incomplete one is steered along its shortest completion (cached per row)
         self.max_new_tokens = max_new_tokens
         self.closing: dict[int, str] = {}
+        # per row: from how many tokens left on the budget is checked (a small, exact pattern can
+        # afford the check at every step; the whole grammar only near the end)
+        self.zones = closing_zones or [CLOSING_ZONE] * len(self.patterns)
 
     def _allowed(self, row: int, prefix: str, scores: torch.Tensor) -> list[int]:
         pattern = self.patterns[row]
@@ -103,7 +120,7 @@ class GrammarLogitsProcessor(LogitsProcessor):
             left = self.max_new_tokens - len(ids) if self.max_new_tokens is not None else None
             if left is not None and left <= 12 and self.patterns[row].fullmatch(prefix) is not None:
                 allowed = [self.eos]
-            elif left is not None and left <= CLOSING_ZONE and self._must_close(row, prefix, left):
+            elif left is not None and left <= self.zones[row] and self._must_close(row, prefix, left):
                 allowed = [self._longest_token(prefix, self._completion(row, prefix))]
             else:
                 allowed = self._allowed(row, prefix, scores[row])

@@ -25,8 +25,10 @@ def grammar_processor(tokenizer, question_types: list[str], num_beams: int = 1,
 
     rows = [t for t in question_types for _ in range(num_beams)]
     per_row = [p for p in patterns for _ in range(num_beams)] if patterns is not None else None
+    # head-guided patterns are small and exact: check the budget from the first token
+    zones = [max_new_tokens] * len(per_row) if per_row is not None and max_new_tokens else None
     return GrammarLogitsProcessor(tokenizer, rows, keep=num_beams, max_new_tokens=max_new_tokens,
-                                  patterns=per_row)
+                                  patterns=per_row, closing_zones=zones)
 
 
 def head_patterns(model, feats, pair_index, questions: list[str], types: list[str], tokenizer=None,
@@ -43,10 +45,11 @@ def head_patterns(model, feats, pair_index, questions: list[str], types: list[st
     fits = None
     if tokenizer is not None and max_new_tokens is not None:
         from assets.diffvqa.grammar import compose_answer
+        from models.constrained import greedy_token_count
 
-        # the composed answer plus eos within the budget, with room for a longer word order
+        # the answer as a forced closing would spell it, plus eos, within the budget
         def fits(cs) -> bool:
-            return len(tokenizer.encode(compose_answer(cs), add_special_tokens=False)) + 4 <= max_new_tokens
+            return greedy_token_count(tokenizer, compose_answer(cs)) + 2 <= max_new_tokens
     changes: dict[int, object] = {}
     out = []
     for q, (question, qtype) in enumerate(zip(questions, types)):
