@@ -29,16 +29,36 @@ def _token_texts(tokenizer) -> tuple[str, ...]:
                  for i in range(len(tokenizer)))
 
 
+@functools.lru_cache(maxsize=4)
+def _pieces(tokenizer) -> tuple[dict[str, int], int]:
+    """text -> the lowest id of a non-special token spelling it, and the longest such text: a
+    longest-first split then costs one lookup per candidate length, not a scan of the vocabulary."""
+    special = set(tokenizer.all_special_ids)
+    by_text: dict[str, int] = {}
+    for tok, text in enumerate(_token_texts(tokenizer)):
+        if tok not in special and text:
+            by_text.setdefault(text, tok)
+    return by_text, max(map(len, by_text), default=1)
+
+
+def _longest_token(tokenizer, tail: str) -> int | None:
+    """The token covering most of `tail` from its start (byte-level BPE has every single
+    character, so one always exists; None otherwise)."""
+    by_text, longest = _pieces(tokenizer)
+    for n in range(min(longest, len(tail)), 0, -1):
+        if (tok := by_text.get(tail[:n])) is not None:
+            return tok
+    return None
+
+
 def greedy_token_count(tokenizer, text: str) -> int:
     """Tokens a forced closing spends on `text` (longest matching token first): the measure by
-    which a head-guided answer is kept within the budget."""
+    which a head-guided answer is kept within the budget, and by which closing starts in time."""
     texts = _token_texts(tokenizer)
-    special = set(tokenizer.all_special_ids)
     n, rest = 0, text
     while rest:
-        best = max((len(t) for i, t in enumerate(texts) if i not in special and t and rest.startswith(t)),
-                   default=1)
-        rest, n = rest[best:], n + 1
+        tok = _longest_token(tokenizer, rest)
+        rest, n = rest[len(texts[tok]) if tok is not None else 1:], n + 1
     return n
 
 
@@ -50,6 +70,7 @@ class GrammarLogitsProcessor(LogitsProcessor):
                  closing_zones: list[int] | None = None):
         """One row per sequence: its question type's language, or an explicit compiled pattern
         (e.g. assets.diffvqa.answer_patterns.change_set_pattern: exactly one change set)."""
+        self.tokenizer = tokenizer
         self.texts = _token_texts(tokenizer)
         self.special = set(tokenizer.all_special_ids)
         self.eos = tokenizer.eos_token_id
@@ -94,20 +115,7 @@ class GrammarLogitsProcessor(LogitsProcessor):
         tail = self._completion(row, prefix)
         if not tail:
             return False
-        needed, rest = 0, tail
-        while rest:  # the tokens forcing would take: greedy longest pieces
-            piece = self.texts[self._longest_token(prefix, rest)]
-            rest, needed = rest[len(piece):], needed + 1
-        return needed + 1 >= left - MARGIN  # + 1: the eos
-
-    def _longest_token(self, prefix: str, tail: str) -> int:
-        """The token covering most of `tail` from its start (byte-level BPE has every single
-        character, so one always exists)."""
-        best, best_len = self.eos, 0
-        for tok, text in enumerate(self.texts):
-            if tok not in self.special and len(text) > best_len and tail.startswith(text):
-                best, best_len = tok, len(text)
-        return best
+        return greedy_token_count(self.tokenizer, tail) + 1 >= left - MARGIN  # + 1: the eos
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         out = torch.full_like(scores, NEG_INF)
@@ -121,7 +129,8 @@ class GrammarLogitsProcessor(LogitsProcessor):
             if left is not None and left <= 12 and self.patterns[row].fullmatch(prefix) is not None:
                 allowed = [self.eos]
             elif left is not None and left <= self.zones[row] and self._must_close(row, prefix, left):
-                allowed = [self._longest_token(prefix, self._completion(row, prefix))]
+                tok = _longest_token(self.tokenizer, self._completion(row, prefix))
+                allowed = [tok if tok is not None else self.eos]
             else:
                 allowed = self._allowed(row, prefix, scores[row])
             if not allowed:  # nothing ranked can continue: end here rather than emit garbage
