@@ -134,17 +134,12 @@ def finding_targets(pairs: pl.DataFrame) -> pl.DataFrame:
             continue
         change = [0] * N_FINDINGS
         touched = set()
-        for f in cs.added:
-            if f in _FINDING_INDEX:
-                cells.see((main, f), presence=1)
-                cells.see((ref, f), presence=0)
-                change[_FINDING_INDEX[f]] = 1
-                touched.add(f)
-        for f in cs.missing:
-            if f in _FINDING_INDEX:
-                cells.see((main, f), presence=0)
-                cells.see((ref, f), presence=1)
-                change[_FINDING_INDEX[f]] = 2
+        # added: present in main, absent in ref; missing: the other way round
+        for items, in_main, code in ((cs.added, 1, 1), (cs.missing, 0, 2)):
+            for f in (f for f in items if f in _FINDING_INDEX):
+                cells.see((main, f), presence=in_main)
+                cells.see((ref, f), presence=1 - in_main)
+                change[_FINDING_INDEX[f]] = code
                 touched.add(f)
         for lc in cs.levels:
             if lc.finding in _FINDING_INDEX:
