@@ -10,9 +10,9 @@ from pathlib import Path
 
 # The paper's model (no finding heads) in its Table 2 variants, then what this project adds on
 # the strongest of them: the finding heads and tokens, and encoder pretraining before them.
-_PAPER = {"finding_heads": False, "finding_tokens": False}
+_PAPER = {"finding_heads": False, "finding_tokens": False, "pair_states": False, "decode_with_heads": False}
 _HEADS = {"use_residual": True, "use_rfa": True, "residual_kind": "registered",
-          "finding_heads": True, "finding_tokens": True}
+          "finding_heads": True, "finding_tokens": True, "pair_states": False}
 VARIANTS: dict[str, dict] = {
     "baseline": {"use_residual": False, "use_rfa": False, **_PAPER},
     "+residual": {"use_residual": True, "use_rfa": False, "residual_kind": "naive", **_PAPER},
@@ -21,6 +21,7 @@ VARIANTS: dict[str, dict] = {
                                  "residual_kind": "registered", **_PAPER},
     "+finding heads": _HEADS,
     "+finding heads+pretraining": _HEADS,
+    "+finding heads+pair states": {**_HEADS, "residual_input": "stack", "pair_states": True},
 }
 # Variants that run the encoder-pretraining stage first, with this many epochs (others: none).
 PRETRAIN_EPOCHS: dict[str, int] = {"+finding heads+pretraining": 2}

@@ -35,6 +35,7 @@ class ModelConfig:
     finding_heads: bool = False       # per-finding presence/level/change heads + L_find (models/finding_heads.py)
     finding_weight: float = 1.0       # weight of L_find
     change_weight: float = 4.0        # added/missing/level against unchanged in the change head
+    pair_states: bool = False         # E_R also predicts both images' finding states; the change they imply joins the change logits
     finding_tokens: bool = False      # the heads' beliefs as one decoder prefix token per finding
     finding_forcing: float = 0.0      # share of training pairs whose tokens carry the known targets
     decode_with_heads: bool = False   # a difference answer states exactly the heads' change set
@@ -53,6 +54,8 @@ class ModelConfig:
             raise ValueError(f"model.gen_loss must be one of {GEN_LOSSES}, got {self.gen_loss!r}")
         if (self.finding_tokens or self.decode_with_heads) and not self.finding_heads:
             raise ValueError("model.finding_tokens and model.decode_with_heads need model.finding_heads")
+        if self.pair_states and not (self.finding_heads and self.use_residual):
+            raise ValueError("model.pair_states needs model.finding_heads and model.use_residual")
         if self.n_embd % self.n_head:
             raise ValueError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
         if self.use_rfa and not self.use_residual:

@@ -9,6 +9,8 @@ per-pair targets). These heads put that supervision straight on the encoders:
     pooled E_I(main) ─┬─ presence (30 logits), level (30 × 17 logits)    one head for main and ref
     pooled E_I(ref)  ─┘
     [main, ref, main − ref, pooled E_R(residual)] ── change (30 × 4: unchanged/added/missing/level)
+    pooled E_R(residual) ── pair states: presence and level of each finding in main AND reference
+                            (pair_states; E_R sees both images when residual_input is stack)
 
 and, with `finding_tokens`, hand their (detached) beliefs to GPT-2 as one prefix token per
 finding: token_f = e_f + W·[p_main(f), p_ref(f), p_change(f)]. The decoder then reads a finding
@@ -17,7 +19,15 @@ away from what the labels say.
 
 Loss (L_find): masked BCE on presence, masked CE on level and change — cells the questions do not
 determine are -1 and ignored. Changed kinds get `change_weight` against `unchanged` (28 of 30
-findings are unchanged in a typical pair; without it the head never says "missing")."""
+findings are unchanged in a typical pair; without it the head never says "missing").
+
+Pair states (`pair_states`): E_R, which sees [main, ref, main − ref], also predicts each
+finding's state in both images, and the change logits add the log-probability of the change
+those states imply (a product of experts with the learned change head). The state targets are
+dense — every determined cell of both studies, where the change target has a handful of changed
+cells per pair — and "added / missing / level" falls out of comparing two states. A throwaway
+probe built only this way (one ResNet-18 on the stacked input, states in both images, answers
+composed from the compared states) reached change-F1 0.71 on the embedded default."""
 
 from __future__ import annotations
 
@@ -41,14 +51,38 @@ class FindingLogits:
     main_level: torch.Tensor     # (P, F, L)
     ref_level: torch.Tensor      # (P, F, L)
     change: torch.Tensor         # (P, F, 4)
+    # E_R's view of both images (pair_states), else None
+    pair_main_presence: torch.Tensor | None = None  # (P, F)
+    pair_ref_presence: torch.Tensor | None = None   # (P, F)
+    pair_main_level: torch.Tensor | None = None     # (P, F, L)
+    pair_ref_level: torch.Tensor | None = None      # (P, F, L)
 
     def change_probs(self) -> torch.Tensor:
         return self.change.float().softmax(dim=-1)
 
+    def levels(self, pair: int, finding: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reference, main) level logits of one finding: from the head that saw both images
+        when there is one (a level change is a comparison), else from E_I's per-image head."""
+        if self.pair_ref_level is not None:
+            return self.pair_ref_level[pair, finding], self.pair_main_level[pair, finding]
+        return self.ref_level[pair, finding], self.main_level[pair, finding]
+
+
+def implied_change_logprobs(main_presence: torch.Tensor, ref_presence: torch.Tensor,
+                            main_level: torch.Tensor, ref_level: torch.Tensor) -> torch.Tensor:
+    """(P, F, 4) log-probabilities of unchanged/added/missing/level implied by two independent
+    state beliefs: added = absent in ref and present in main, missing the reverse, level = present
+    in both at different levels, unchanged the rest."""
+    pm, pr = main_presence.float().sigmoid(), ref_presence.float().sigmoid()
+    same = (main_level.float().softmax(-1) * ref_level.float().softmax(-1)).sum(-1)  # P(equal levels)
+    both = pm * pr
+    probs = torch.stack([(1 - pm) * (1 - pr) + both * same, pm * (1 - pr), pr * (1 - pm), both * (1 - same)], -1)
+    return probs.clamp(min=1e-6).log()
+
 
 class FindingHeads(nn.Module):
     def __init__(self, image_channels: int, residual_channels: int, n_embd: int, hidden: int = 256,
-                 name_ids: list[list[int]] | None = None):
+                 name_ids: list[list[int]] | None = None, pair_states: bool = False):
         """name_ids: each finding's name as decoder token ids (from the tokenizer). With them a
         finding token also carries the decoder's own embedding of the name (mean over its
         tokens): attention that picks the token retrieves the word, and the tied LM head maps it
@@ -59,6 +93,12 @@ class FindingHeads(nn.Module):
         self.change = nn.Sequential(
             nn.Linear(3 * image_channels + residual_channels, hidden), nn.GELU(),
             nn.Linear(hidden, N_FINDINGS * N_CHANGE))
+        self.pair_states = None
+        if pair_states:
+            if not residual_channels:
+                raise ValueError("model.pair_states needs the residual branch (model.use_residual)")
+            # main and reference states from one feature: presence 2F, level 2F·L
+            self.pair_states = nn.Linear(residual_channels, 2 * N_FINDINGS * (1 + N_LEVELS))
         self.finding_embed = nn.Parameter(torch.randn(N_FINDINGS, n_embd) * 0.02)
         self.state_proj = nn.Linear(2 + N_CHANGE, n_embd)
         width = max((len(x) for x in name_ids), default=0) if name_ids else 0
@@ -74,11 +114,18 @@ class FindingHeads(nn.Module):
         """main, ref (P, C) and residual (P, C_R) or None: globally pooled encoder features."""
         P = main.shape[0]
         parts = [main, ref, main - ref] + ([residual] if residual is not None else [])
-        return FindingLogits(
+        out = FindingLogits(
             main_presence=self.presence(main), ref_presence=self.presence(ref),
             main_level=self.level(main).view(P, N_FINDINGS, N_LEVELS),
             ref_level=self.level(ref).view(P, N_FINDINGS, N_LEVELS),
             change=self.change(torch.cat(parts, dim=1)).view(P, N_FINDINGS, N_CHANGE))
+        if self.pair_states is not None:
+            s = self.pair_states(residual).view(P, 2, N_FINDINGS, 1 + N_LEVELS)
+            out.pair_main_presence, out.pair_ref_presence = s[:, 0, :, 0], s[:, 1, :, 0]
+            out.pair_main_level, out.pair_ref_level = s[:, 0, :, 1:], s[:, 1, :, 1:]
+            out.change = out.change.float() + implied_change_logprobs(
+                out.pair_main_presence, out.pair_ref_presence, out.pair_main_level, out.pair_ref_level)
+        return out
 
     def tokens(self, logits: FindingLogits, targets: torch.Tensor | None = None,
                forced: torch.Tensor | None = None, wte: nn.Embedding | None = None) -> torch.Tensor:
@@ -126,8 +173,9 @@ def predicted_changes(logits: FindingLogits, pair: int, fits=None):
             continue
         lc = None
         if k == 3:
-            ref = int(logits.ref_level[pair, f].argmax())
-            main_order = logits.main_level[pair, f].argsort(descending=True).tolist()
+            ref_level, main_level = logits.levels(pair, f)
+            ref = int(ref_level.argmax())
+            main_order = main_level.argsort(descending=True).tolist()
             main = main_order[0] if main_order[0] != ref else main_order[1]
             lc = LevelChange(FINDINGS[f], LEVELS[ref], LEVELS[main])
         atoms.append((float(conf[f]), k, FINDINGS[f], lc))
@@ -162,6 +210,10 @@ def finding_loss(logits: FindingLogits, targets: torch.Tensor, change_weight: fl
     """targets (P, 5, F) long, -1 = unknown (rows in the order MAIN_PRESENCE .. CHANGE)."""
     loss = (state_loss(logits.main_presence, logits.main_level, targets[:, MAIN_PRESENCE], targets[:, MAIN_LEVEL])
             + state_loss(logits.ref_presence, logits.ref_level, targets[:, REF_PRESENCE], targets[:, REF_LEVEL]))
+    if logits.pair_main_presence is not None:
+        loss = loss + (
+            state_loss(logits.pair_main_presence, logits.pair_main_level, targets[:, MAIN_PRESENCE], targets[:, MAIN_LEVEL])
+            + state_loss(logits.pair_ref_presence, logits.pair_ref_level, targets[:, REF_PRESENCE], targets[:, REF_LEVEL]))
     t = targets[:, CHANGE]
     weight = torch.full((N_CHANGE,), float(change_weight), device=t.device)
     weight[0] = 1.0

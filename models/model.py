@@ -88,7 +88,7 @@ class ReAl(nn.Module):
         if cfg.finding_heads:
             res_ch = self.residual_encoder.out_channels if cfg.use_residual else 0
             self.finding_heads = FindingHeads(self.image_encoder.out_channels, res_ch, cfg.n_embd,
-                                              name_ids=finding_name_ids)
+                                              name_ids=finding_name_ids, pair_states=cfg.pair_states)
 
     # ---- images ----------------------------------------------------------------------------
     def encode_pairs(self, main: torch.Tensor, ref: torch.Tensor,

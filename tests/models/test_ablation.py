@@ -13,12 +13,14 @@ def test_variants_are_valid_model_configs_and_differ_only_in_flags():
     assert cfgs["+residual+RFA"].use_rfa
     assert {cfgs[n].residual_kind for n in ("+residual+RFA", "+registered residual+RFA")} == {
         "naive", "registered"}
-    flags = {"use_residual", "use_rfa", "residual_kind", "finding_heads", "finding_tokens"}
+    flags = {"use_residual", "use_rfa", "residual_kind", "residual_input", "finding_heads", "finding_tokens",
+             "pair_states", "decode_with_heads"}
     assert all(set(v) <= flags for v in VARIANTS.values())
     # the paper's variants are the paper's model; the project's additions are separate rows
     assert not any(cfgs[n].finding_heads for n in ("baseline", "+residual", "+residual+RFA"))
     assert cfgs["+finding heads"].finding_tokens and PRETRAIN_EPOCHS["+finding heads+pretraining"] > 0
     assert "+finding heads" not in PRETRAIN_EPOCHS
+    assert cfgs["+finding heads+pair states"].pair_states and not cfgs["+finding heads"].pair_states
 
 
 def _runs():

@@ -280,3 +280,38 @@ def test_stacked_residual_input_gives_E_R_three_channels():
     assert _finding_model(finding_heads=True).residual_encoder.backbone.body[0].weight.shape[1] == 1
     with pytest.raises(ValueError, match="residual_input"):
         _finding_model(residual_input="both")
+
+
+def test_implied_change_follows_the_two_states():
+    from models.finding_heads import implied_change_logprobs
+
+    big = 20.0  # logits of near-certain beliefs
+    L = 17
+    lvl = lambda i: torch.nn.functional.one_hot(torch.tensor(i), L).float() * big  # noqa: E731
+    cases = {  # (main present, ref present, main level, ref level) -> change kind
+        (big, -big, 0, 0): 1, (-big, big, 0, 0): 2, (big, big, 2, 5): 3, (big, big, 4, 4): 0, (-big, -big, 0, 0): 0}
+    for (pm, pr, lm, lr), kind in cases.items():
+        logp = implied_change_logprobs(torch.tensor([[pm]]), torch.tensor([[pr]]), lvl(lm)[None, None], lvl(lr)[None, None])
+        assert logp.shape == (1, 1, 4)
+        assert int(logp.argmax(-1)) == kind
+        assert torch.allclose(logp.exp().sum(-1), torch.ones(1, 1), atol=1e-4)
+
+
+def test_pair_states_are_supervised_on_E_R_and_enter_the_change():
+    x, y, q, a, t = _finding_batch()
+    args = (torch.arange(2), q, torch.ones_like(q), a, torch.ones_like(a), t)
+    m = _finding_model(finding_heads=True, residual_input="stack", pair_states=True)
+    feats = m.encode_pairs(x, y, x - y)
+    f = feats.findings
+    assert f.pair_main_presence.shape == (2, 30) and f.pair_ref_level.shape == (2, 30, 17)
+    out = m(feats, *args)
+    out["l_find"].backward()
+    w = m.finding_heads.pair_states.weight.grad
+    assert w is not None and w.abs().sum() > 0
+    stem = m.residual_encoder.backbone.body[0].weight.grad
+    assert stem is not None and stem.abs().sum() > 0  # the state targets reach E_R
+    # the change is read from the states too: their level heads pick a level change's levels
+    r, mn = f.levels(0, 3)
+    assert torch.equal(r, f.pair_ref_level[0, 3]) and torch.equal(mn, f.pair_main_level[0, 3])
+    with pytest.raises(ValueError, match="pair_states"):
+        _finding_model(pair_states=True)
