@@ -196,3 +196,33 @@ class Answerer:
                                               align_corners=False)[0, 0]
         cam = cam - cam.min()
         return (cam / cam.max().clamp(min=1e-12)).numpy()
+
+
+# A request is a handful of pairs; a batch of 1000 would hold the worker for minutes.
+MAX_ROWS = 16
+INPUT_COLUMNS = ("main_image", "ref_image", "question")
+
+
+def answer_rows(answerer: "Answerer", rows: list[dict], allow_paths: bool) -> list[dict]:
+    """The served model's and `spotdiff ask`'s one request path: rows of main_image, ref_image
+    (base64, or a path when allow_paths) and question -> answer and changes (JSON, "null" when
+    unparseable). A column the model does not read is refused, not ignored: a misspelt field
+    would otherwise be answered as if it were absent."""
+    import json
+
+    if len(rows) > MAX_ROWS:
+        raise InputError(f"{len(rows)} rows in one request; at most {MAX_ROWS}")
+    out = []
+    for i, row in enumerate(rows):
+        where = f"row {i}: " if len(rows) > 1 else ""
+        extra = sorted(set(row) - set(INPUT_COLUMNS))
+        if extra:
+            raise InputError(f"{where}unknown column(s) {extra}; the model reads {list(INPUT_COLUMNS)}")
+        try:
+            res = answerer.ask(image_bytes(row.get("main_image"), "main_image", allow_paths),
+                               image_bytes(row.get("ref_image"), "ref_image", allow_paths),
+                               row.get("question"))
+        except InputError as e:
+            raise InputError(where + str(e)) from None
+        out.append({"answer": res["answer"], "changes": json.dumps(res["changes"])})
+    return out

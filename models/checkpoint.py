@@ -53,6 +53,19 @@ def save(folder: str | Path, model: torch.nn.Module, model_cfg: dict, tokenizer,
     return folder
 
 
+def copy_for_inference(src: str | Path, dst: str | Path) -> Path:
+    """Weights, config and tokenizer: what answering needs. The optimizer state stays behind —
+    it is a torch pickle, and a model folder spotdiff loads holds no pickle (models/model_folder.py)."""
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src / WEIGHTS, dst / WEIGHTS)
+    shutil.copy2(src / CONFIG, dst / CONFIG)
+    shutil.copytree(src / TOKENIZER, dst / TOKENIZER, dirs_exist_ok=True)
+    return dst
+
+
 def read_config(folder: str | Path) -> tuple[dict, TrainState]:
     raw = json.loads((Path(folder) / CONFIG).read_text())
     return raw["model"], TrainState(**raw["state"])

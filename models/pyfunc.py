@@ -13,9 +13,6 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-# A request is a handful of pairs; a batch of 1000 would hold the worker for minutes.
-MAX_ROWS = 16
-
 
 class SpotdiffReAl(PythonModel):
     def load_context(self, context):
@@ -26,21 +23,10 @@ class SpotdiffReAl(PythonModel):
         self.allow_paths = bool((context.model_config or {}).get("allow_paths", False))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from models.answer import InputError, image_bytes
+        from models.answer import answer_rows
 
-        if len(model_input) > MAX_ROWS:
-            raise InputError(f"{len(model_input)} rows in one request; at most {MAX_ROWS}")
-        out = []
-        for i, row in enumerate(model_input.to_dict("records")):
-            where = f"row {i}: " if len(model_input) > 1 else ""
-            try:
-                res = self.answerer.ask(image_bytes(row.get("main_image"), "main_image", self.allow_paths),
-                                        image_bytes(row.get("ref_image"), "ref_image", self.allow_paths),
-                                        row.get("question"))
-            except InputError as e:
-                raise InputError(where + str(e)) from None
-            out.append({"answer": res["answer"], "changes": json.dumps(res["changes"])})
-        return pd.DataFrame(out, columns=["answer", "changes"])
+        rows = answer_rows(self.answerer, model_input.to_dict("records"), self.allow_paths)
+        return pd.DataFrame(rows, columns=["answer", "changes"])
 
 
 mlflow.models.set_model(SpotdiffReAl())

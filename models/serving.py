@@ -26,6 +26,7 @@ from mlflow.types import ColSpec, Schema
 from PIL import Image
 
 from models.answer import Preprocess
+from models.checkpoint import copy_for_inference
 from models.registry import tag_version
 from models.tracking import use_store
 
@@ -84,6 +85,7 @@ def log_and_register(uri: str, run_id: str, checkpoint_dir: str | Path, prep: Pr
         with tempfile.TemporaryDirectory() as d, mlflow.start_run(run_id=run_id):
             prep_file = Path(d) / "preprocess.json"
             prep_file.write_text(json.dumps(prep.to_dict(), indent=2, sort_keys=True))
+            checkpoint_dir = copy_for_inference(checkpoint_dir, Path(d) / "checkpoint")
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=str(PYFUNC_FILE),
                 artifacts={"checkpoint": str(checkpoint_dir), "preprocess": str(prep_file)},

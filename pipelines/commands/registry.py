@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -160,17 +161,42 @@ def promote_from_params(params: dict):
 
 
 def load_answerer(model_uri: str, tracking: str):
-    """The pyfunc's own Answerer (same preprocessing and weights as the served model)."""
-    import mlflow
+    """The Answerer of a model spotdiff logged, built with this installation's code from the
+    folder's weights and preprocessing: nothing in the folder runs (models/model_folder.py)."""
+    import tempfile
 
-    from models.tracking import use_store
+    from models.answer import Answerer, Preprocess
+    from models.model_folder import ModelFolderError, artifacts, local_folder
 
-    use_store(tracking)
+    with tempfile.TemporaryDirectory(prefix="spotdiff-model-") as tmp:
+        try:
+            arts = artifacts(local_folder(model_uri, Path(tmp), tracking))
+        except ModelFolderError as e:
+            raise UserError(str(e)) from None
+        try:
+            prep = Preprocess.from_dict(arts.preprocess)
+        except TypeError as e:
+            raise UserError(f"{arts.folder}: preprocess.json does not fit this spotdiff ({e})") from None
+        try:
+            return Answerer(arts.checkpoint, prep)
+        except (ValueError, KeyError, OSError, RuntimeError) as e:
+            first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            raise UserError(f"{arts.checkpoint}: not a checkpoint this spotdiff can load ({first})") from None
+
+
+def checked_serving_folder(model_uri: str, tracking: str) -> Path:
+    """A local copy of the model whose code is this installation's own: `mlflow models serve`
+    imports the folder's code, so a folder carrying any other code is refused before it runs."""
+    import tempfile
+
+    from models.model_folder import ModelFolderError, check_code, local_folder
+
     try:
-        model = mlflow.pyfunc.load_model(model_uri, model_config={"allow_paths": True})
-    except mlflow.exceptions.MlflowException as e:
-        raise UserError(f"{model_uri}: cannot load the model ({e.message.splitlines()[0]})") from e
-    return model
+        folder = local_folder(model_uri, Path(tempfile.mkdtemp(prefix="spotdiff-serve-")), tracking)
+        check_code(folder)
+    except ModelFolderError as e:
+        raise UserError(str(e)) from None
+    return folder
 
 
 def _check_output_file(option: str, path: Path) -> None:
@@ -212,9 +238,7 @@ def register(app: typer.Typer) -> None:
         profile: str = ProfileOpt,
     ) -> None:
         """Answer a question about a main/reference pair with the champion model."""
-        import pandas as pd
-
-        from models.answer import InputError
+        from models.answer import InputError, answer_rows
 
         with user_errors():
             params = params_for(profile)
@@ -224,18 +248,17 @@ def register(app: typer.Typer) -> None:
             if heatmap is not None:  # checked before the model answers, not after
                 _check_output_file("--heatmap", heatmap)
             uri = model_uri or f"models:/{params['registry']['model_name']}@champion"
-            model = load_answerer(uri, tracking_uri(params))
+            answerer = load_answerer(uri, tracking_uri(params))
             try:
-                out = model.predict(pd.DataFrame([{"main_image": str(main), "ref_image": str(ref),
-                                                   "question": question}]))
+                out = answer_rows(answerer, [{"main_image": str(main), "ref_image": str(ref),
+                                              "question": question}], allow_paths=True)
             except InputError as e:
                 raise UserError(str(e)) from e
-            answer = out["answer"][0]
+            answer = out[0]["answer"]
             typer.echo(answer)
             if heatmap is not None:
                 from models.pictures import ask_heatmap
 
-                answerer = model.unwrap_python_model().answerer
                 ask_heatmap(answerer, main.read_bytes(), ref.read_bytes(), question, answer, heatmap)
                 typer.echo(f"heatmap: {heatmap}", err=True)
 
@@ -246,10 +269,15 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(5001),
         profile: str = ProfileOpt,
     ) -> None:
-        """`mlflow models serve` the champion, local environment, localhost by default."""
+        """Serve the champion over HTTP (MLflow's scoring app: POST /invocations), localhost by default."""
         with user_errors():
             params = params_for(profile)
-        uri = model_uri or f"models:/{params['registry']['model_name']}@champion"
-        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(params)}
-        os.execvpe("mlflow", ["mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
-                              "-h", host, "-p", str(port)], env)
+            uri = model_uri or f"models:/{params['registry']['model_name']}@champion"
+            folder = checked_serving_folder(uri, tracking_uri(params))
+        from models.serving_app import MODEL_FOLDER_ENV
+
+        # MLflow's scoring app (what `mlflow models serve` runs) behind spotdiff's body bound and
+        # one-line error bodies (models/serving_app.py), on the folder checked above
+        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(params), MODEL_FOLDER_ENV: str(folder)}
+        os.execvpe(sys.executable, [sys.executable, "-m", "uvicorn", "models.serving_app:app",
+                                    "--host", host, "--port", str(port)], env)

@@ -296,6 +296,17 @@ def test_bad_requests_get_a_clear_400(chain, served):
         body = r.json()
         assert message in body["message"] + body.get("stack_trace", ""), (name, body["message"][:500])
         assert len(r.content) < 200_000, name  # the error never echoes a huge body back
+        assert "stack_trace" not in body and "Traceback" not in r.text, name  # the reason, not server internals
+        assert len(body["message"].splitlines()) == 1, name
+    # a body past the request bound is refused before it is read whole, declared or chunked
+    from models.serving_app import MAX_BODY_BYTES
+
+    big = b'[{"main_image": "' + b"A" * (MAX_BODY_BYTES + 10) + b'"}]'
+    r = requests.post(served["url"] + "/invocations", data=big, headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 413 and "exceeds the bound" in r.json()["message"], r.text[:300]
+    r = requests.post(served["url"] + "/invocations", data=(big[i:i + 2**20] for i in range(0, len(big), 2**20)),
+                      headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 413, r.text[:300]
     # and the server is still answering
     assert _post(served["url"], [good]).status_code == 200
 

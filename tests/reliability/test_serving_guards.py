@@ -1,0 +1,62 @@
+"""The served model's guards (models/serving_app.py) on MLflow's real scoring app: a body past
+the bound is refused with 413 before it is read whole (declared or chunked), and an error body
+is one line of reason — never the server's stack trace.
+`python -m pytest tests/reliability/test_serving_guards.py`"""
+
+from pathlib import Path
+
+import pytest
+
+MODEL_CODE = '''
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class Echo(PythonModel):
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        if (model_input["question"] == "").any():
+            raise ValueError("question: missing")
+        return pd.DataFrame({"answer": model_input["question"]})
+
+
+mlflow.models.set_model(Echo())
+'''
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    import mlflow
+    from fastapi.testclient import TestClient
+
+    from models.serving_app import build_app
+
+    d = tmp_path_factory.mktemp("echo")
+    (d / "echo_model.py").write_text(MODEL_CODE)
+    mlflow.pyfunc.save_model(str(d / "model"), python_model=str(d / "echo_model.py"))
+    return TestClient(build_app(str(d / "model")))
+
+
+@pytest.mark.timeout(120)
+def test_an_error_is_one_line_of_reason_without_the_stack_trace(client):
+    r = client.post("/invocations", json={"dataframe_records": [{"question": ""}]})
+    assert r.status_code == 400
+    assert r.json() == {"error_code": "BAD_REQUEST", "message": "question: missing"}
+    assert "Traceback" not in r.text and "/" not in r.json()["message"]
+    ok = client.post("/invocations", json={"dataframe_records": [{"question": "hi"}]})
+    assert ok.status_code == 200 and ok.json()["predictions"] == [{"answer": "hi"}]
+
+
+@pytest.mark.timeout(120)
+def test_a_body_past_the_bound_is_refused_before_it_is_read(client):
+    from models.serving_app import MAX_BODY_BYTES
+
+    big = b'{"dataframe_records": [{"question": "' + b"A" * MAX_BODY_BYTES + b'"}]}'
+    r = client.post("/invocations", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "exceeds the bound" in r.json()["message"]
+    chunks = (big[i:i + 2**20] for i in range(0, len(big), 2**20))  # no Content-Length: chunked
+    r = client.post("/invocations", content=chunks, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "exceeds the bound" in r.json()["message"]
+    # just under the bound still reaches the model
+    fits = b'{"dataframe_records": [{"question": "' + b"A" * 1000 + b'"}]}'
+    assert client.post("/invocations", content=fits, headers={"Content-Type": "application/json"}).status_code == 200
