@@ -6,7 +6,9 @@ quarantined row with its line number, not a parse error that stops the whole fil
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -73,10 +75,51 @@ def _scan(store: Storage, name: str, required: tuple[str, ...]) -> pl.LazyFrame:
         names = lf.collect_schema().names()
     except pl.exceptions.NoDataError as e:
         raise SchemaError(f"{store.url(name)}: empty file, not even a header row") from e
+    # polars renames a repeated header name to <name>_duplicated_<n> and reads on: which of the
+    # two columns is "answer" would then be an accident of order
+    dupes = sorted({m.group(1) for c in names if (m := _DUPLICATED.fullmatch(c))})
+    if dupes:
+        raise SchemaError(f"{store.url(name)}: column(s) {dupes} appear more than once in the header")
     missing = [c for c in required if c not in names]
     if missing:
         raise SchemaError(f"{store.url(name)}: missing column(s) {missing}")
-    return q.with_provenance(lf, store.url(name))
+    lf = q.with_provenance(lf, store.url(name))
+    lines = record_lines(store, name)
+    if lines is not None:
+        # a quoted field spans lines: the k-th record does not start on line k + 2
+        fix = pl.LazyFrame({q.ROW_COL: pl.Series(range(2, len(lines) + 2), dtype=pl.Int64),
+                            "_line": pl.Series(lines, dtype=pl.Int64)})
+        lf = (lf.join(fix, on=q.ROW_COL, how="left", maintain_order="left")
+              .with_columns(pl.coalesce("_line", q.ROW_COL).alias(q.ROW_COL)).drop("_line"))
+    return lf
+
+
+_DUPLICATED = re.compile(r"(.+)_duplicated_\d+")
+
+
+def record_lines(store: Storage, name: str) -> list[int] | None:
+    """The line each data record starts on, when some quoted field holds a line break (None
+    otherwise: record k is on line k + 2). One streaming pass of Python's csv reader, which
+    counts physical lines (`line_num`) as it goes; the file has passed its kind/gzip checks."""
+    import codecs
+    import csv
+
+    with store.open(name) as raw:
+        f = gzip.open(raw) if name.endswith(".gz") else raw
+        text = codecs.getreader("utf-8")(f, errors="replace")
+        reader = csv.reader(text)
+        starts, line = [], 1
+        try:
+            next(reader)  # header
+            line = reader.line_num + 1
+            for _ in reader:  # a blank line is a record to polars (all null) and to csv ([])
+                starts.append(line)
+                line = reader.line_num + 1
+        except (StopIteration, csv.Error):
+            return None
+    if all(s == k + 2 for k, s in enumerate(starts)):
+        return None
+    return starts
 
 
 def _collect(lf: pl.LazyFrame, what: str) -> pl.DataFrame:

@@ -27,31 +27,43 @@ FINDING_TARGETS = "finding_targets.parquet"
 TABLE_ASSETS = ("mimic_images", "diffvqa_questions", "study_pairs")
 
 
-def _write_part(prepared: Storage, asset: str, quarantined: pl.DataFrame, counts: dict) -> None:
-    prepared.write_parquet(quarantined, "quarantine", f"{asset}.parquet")
-    prepared.write_json(counts, "quarantine", f"{asset}.counts.json")
+def _part(asset: str, quarantined: pl.DataFrame, counts: dict) -> dict:
+    return {f"quarantine/{asset}.parquet": quarantined, f"quarantine/{asset}.counts.json": counts}
 
 
 def run_ingest_images(mimic: Storage, prepared: Storage, check_files: bool = True) -> tuple[pl.DataFrame, dict]:
     res = ingest_images(mimic, check_files=check_files)
-    prepared.write_parquet(res.table, IMAGES)
-    _write_part(prepared, "mimic_images", res.quarantine, res.counts)
+    prepared.write_set({IMAGES: res.table, **_part("mimic_images", res.quarantine, res.counts)})
     return res.table, res.counts
 
 
 def run_ingest_questions(diffvqa: Storage, prepared: Storage, question_types) -> tuple[pl.DataFrame, dict]:
     res = ingest_questions(diffvqa, question_types)
-    prepared.write_parquet(res.table, QUESTIONS)
-    _write_part(prepared, "diffvqa_questions", res.quarantine, res.counts)
+    prepared.write_set({QUESTIONS: res.table, **_part("diffvqa_questions", res.quarantine, res.counts)})
     return res.table, res.counts
+
+
+def run_ingest(mimic: Storage, diffvqa: Storage, prepared: Storage, check_files: bool, question_types,
+               progress: Callable[[], None] | None = None) -> tuple[dict, dict]:
+    """Both tables read first, then written as one set: a question file that fails to read
+    leaves the previous images.parquet too, not a new one beside old questions."""
+    images = ingest_images(mimic, check_files=check_files)
+    if progress:
+        progress()
+    questions = ingest_questions(diffvqa, question_types)
+    if progress:
+        progress()
+    prepared.write_set({IMAGES: images.table, QUESTIONS: questions.table,
+                        **_part("mimic_images", images.quarantine, images.counts),
+                        **_part("diffvqa_questions", questions.quarantine, questions.counts)})
+    return images.counts, questions.counts
 
 
 def run_pairs(prepared: Storage, diffvqa: Storage, resplit_by_subject: bool = False) -> tuple[pl.DataFrame, dict]:
     res = build_pairs(prepared.read_parquet(QUESTIONS), prepared.read_parquet(IMAGES),
                       read_mimic_all(diffvqa), resplit_by_subject)
-    prepared.write_parquet(res.table, PAIRS)
-    prepared.write_parquet(finding_targets(res.table), FINDING_TARGETS)
-    _write_part(prepared, "study_pairs", res.quarantine, res.counts)
+    prepared.write_set({PAIRS: res.table, FINDING_TARGETS: finding_targets(res.table),
+                        **_part("study_pairs", res.quarantine, res.counts)})
     return res.table, res.counts
 
 

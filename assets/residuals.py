@@ -177,6 +177,23 @@ def _process_batch(batch: list[dict], loaded: list, cfg: ResidualConfig):
     return out, bad
 
 
+def shard_intact(out: Storage, shard: dict) -> bool:
+    """The shard file is there with the bytes its manifest recorded (size, then sha256): a
+    shard truncated or edited on disk is rewritten, not reported "up to date"."""
+    import hashlib
+
+    if not out.exists(shard["path"]):
+        return False
+    if "sha256" not in shard:
+        return False
+    h, n = hashlib.sha256(), 0
+    with out.fs.open(out.url(shard["path"]), "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+    return n == shard.get("bytes", n) and h.hexdigest() == shard["sha256"]
+
+
 def materialize_group(pairs: pl.DataFrame, group: str, out: Storage, cfg: ResidualConfig,
                       pairs_source: str = "pairs.parquet", options: dict | None = None,
                       progress: Callable[[int], None] | None = None, n_previews: int = 4) -> GroupResult:
@@ -188,7 +205,7 @@ def materialize_group(pairs: pl.DataFrame, group: str, out: Storage, cfg: Residu
     mpath = f"{group_dir(group)}/{MANIFEST_NAME}"
     if out.exists(mpath):
         old = out.read_json(mpath)
-        if old.get("inputs_hash") == digest and all(out.exists(s["path"]) for s in old["shards"]):
+        if old.get("inputs_hash") == digest and all(shard_intact(out, s) for s in old["shards"]):
             if progress:
                 progress(todo.height)
             qpath = f"{group_dir(group)}/quarantine.parquet"

@@ -87,6 +87,34 @@ class Storage:
         fs.mv(tmp, target)
         return target
 
+    def write_set(self, files: dict[str, bytes | pl.DataFrame | dict]) -> list[str]:
+        """A step's outputs as one set: every file is written to a temp name first (the slow,
+        failure-prone part), and only when all are written are they renamed into place. A run
+        that fails while writing leaves the previous set whole — never new images.parquet
+        beside old questions. Values: bytes, a DataFrame (parquet) or a dict (JSON)."""
+        staged: list[tuple[str, str]] = []
+        try:
+            for rel, value in files.items():
+                if isinstance(value, pl.DataFrame):
+                    value = parquet_bytes(value)
+                elif isinstance(value, dict):
+                    value = (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+                target = self.url(rel)
+                parent = posixpath.dirname(target)
+                if parent:
+                    self.fs.makedirs(parent, exist_ok=True)
+                tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(target)}")
+                with self.fs.open(tmp, "wb") as f:
+                    f.write(value)
+                staged.append((tmp, target))
+        except BaseException:
+            for tmp, _ in staged:
+                self.fs.rm(tmp)
+            raise
+        for tmp, target in staged:
+            self.fs.mv(tmp, target)
+        return [t for _, t in staged]
+
     def write_parquet(self, df: pl.DataFrame, *parts: str) -> str:
         return self.write_bytes(parquet_bytes(df), *parts)
 

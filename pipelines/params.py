@@ -64,6 +64,13 @@ def load_params(path: str | Path | None = None, profile: str | None = None,
         raise ParamsError(f"{path}: expected a mapping with a 'profiles' section")
     profiles = raw.pop("profiles")
     chosen = profile or os.environ.get(PROFILE_ENV) or raw.get("profile", "default")
+    recorded = raw.get("profile", "default")
+    if os.environ.get("DVC_STAGE") and chosen != recorded:
+        # DVC records params.yaml in dvc.lock, not the environment: a smoke run would be locked
+        # as `profile: default`, and the next default run would find it "up to date"
+        raise ParamsError(f"{path}: this DVC stage would run profile {chosen!r} while dvc.lock "
+                          f"records profile: {recorded}; select it where DVC sees it: "
+                          f"`dvc exp run -S profile={chosen}` or `profile: {chosen}` in params.yaml")
     if chosen not in profiles:
         raise ParamsError(f"{path}: profile {chosen!r} not in profiles {sorted(profiles)}")
     params = deep_merge(raw, profiles[chosen] or {})

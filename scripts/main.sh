@@ -6,4 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
+if [ -n "${SPOTDIFF_PROFILE:-}" ]; then
+  # DVC records params.yaml, not the environment: put the profile there for this run, so
+  # dvc.lock says which profile ran (the next run of another profile re-runs what differs),
+  # then put params.yaml back as it was.
+  [[ "${SPOTDIFF_PROFILE}" =~ ^[A-Za-z0-9_-]+$ ]] || { echo "SPOTDIFF_PROFILE=${SPOTDIFF_PROFILE}: not a profile name" >&2; exit 2; }
+  cp params.yaml .params.yaml.main-sh
+  trap 'mv -f .params.yaml.main-sh params.yaml' EXIT
+  sed -i "s/^profile: .*/profile: ${SPOTDIFF_PROFILE}/" params.yaml
+  grep -q "^profile: ${SPOTDIFF_PROFILE}\$" params.yaml || { echo "params.yaml has no top-level profile: line" >&2; exit 2; }
+fi
 dvc repro "$@"

@@ -42,10 +42,9 @@ def _ingest(p: dict):
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task("ingest", total=2)
         try:
-            _, c1 = prepare.run_ingest_images(storage_for(d["mimic_root"]), prepared, bool(d["check_files"]))
-            bar.advance(task)
-            _, c2 = prepare.run_ingest_questions(storage_for(d["diffvqa_root"]), prepared, p["pairs"]["question_types"])
-            bar.advance(task)
+            c1, c2 = prepare.run_ingest(storage_for(d["mimic_root"]), storage_for(d["diffvqa_root"]), prepared,
+                                        bool(d["check_files"]), p["pairs"]["question_types"],
+                                        progress=lambda: bar.advance(task))
         except SchemaError as e:
             raise UserError(str(e)) from e
     _report("mimic_images", c1)

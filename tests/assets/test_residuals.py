@@ -97,6 +97,11 @@ def test_idempotent_and_atomic(materialized):
     assert not changed.skipped
     redo = materialize_group(pairs, g, out, cfg)
     assert not redo.skipped and {p: out.read_bytes(p) for p in out.list_files(f"group={g}")} == before
+    # a shard truncated on disk is not "up to date": its manifest's sha256 no longer matches
+    shard = next(p for p in before if p.endswith(".parquet") and "shard-" in p)
+    out.write_bytes(before[shard][: len(before[shard]) // 2], shard)
+    healed = materialize_group(pairs, g, out, cfg)
+    assert not healed.skipped and out.read_bytes(shard) == before[shard]
 
 
 def test_read_back_and_preview(materialized):

@@ -58,3 +58,19 @@ def test_missing_file(tmp_path):
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def test_a_dvc_stage_refuses_a_profile_params_yaml_does_not_record(tmp_path, monkeypatch):
+    """Under DVC (DVC_STAGE set) the profile must be the one params.yaml names: dvc.lock records
+    the file, so an environment-only profile would be locked as another."""
+    from pipelines.params import ParamsError, load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text("profile: default\nx: {a: 1}\nprofiles:\n  default: {}\n  smoke: {x: {a: 2}}\n")
+    monkeypatch.setenv("SPOTDIFF_PROFILE", "smoke")
+    assert load_params(path)["x"]["a"] == 2  # outside DVC the environment picks it
+    monkeypatch.setenv("DVC_STAGE", "train")
+    with pytest.raises(ParamsError, match="dvc exp run -S profile=smoke"):
+        load_params(path)
+    path.write_text(path.read_text().replace("profile: default", "profile: smoke"))
+    assert load_params(path)["profile"] == "smoke"

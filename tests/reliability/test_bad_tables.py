@@ -114,3 +114,51 @@ def test_unreadable_file_is_refused_in_one_line(tiny, tmp_path, name, edit, mess
     out = "".join(r.output.split())  # rich wraps long lines, even mid-word
     assert r.exit_code == 2, r.output
     assert "Traceback" not in r.output and "".join(message.split()) in out and QUESTIONS_CSV in out
+
+
+def test_a_quoted_line_break_does_not_shift_later_line_numbers(tiny, tmp_path):
+    rows = [dict(r) for r in tiny.questions]
+    first = _first_diff(tiny)
+    last = max(i for i, r in enumerate(rows) if r["question_type"] == "difference")
+    assert last > first
+    rows[first]["answer"] = "nothing has\nchanged."  # a field spanning two lines (and bad)
+    rows[last]["split"] = "training"                  # a bad row after it
+    res = ingest_questions(_questions(tiny, tmp_path, csv_bytes(list(rows[0]), rows)), ["difference"])
+    got = dict(res.quarantine.select("row", "reason").rows())
+    assert got.get(last + 3) == "unknown_split", got  # +2 for header and 1-based, +1 for the break
+    assert first + 2 in got  # the record itself keeps the line it starts on
+
+
+def test_a_repeated_column_name_is_refused_naming_the_column(tiny, tmp_path):
+    rows = tiny.questions
+    lines = csv_bytes(list(rows[0]), rows).split(b"\n")
+    lines[0] += b",answer"
+    lines[1:] = [ln + b",nothing has changed." if ln else ln for ln in lines[1:]]
+    root = tmp_path / "dq"
+    root.mkdir()
+    (root / QUESTIONS_CSV).write_bytes(b"\n".join(lines))
+    from assets.ingest import SchemaError
+
+    with pytest.raises(SchemaError, match=r"column\(s\) \['answer'\] appear more than once"):
+        ingest_questions(Storage(str(root)), ["difference"])
+
+
+def test_a_failed_ingest_leaves_the_previous_tables_whole(tiny, tmp_path):
+    """The images read fine, the questions do not: the earlier run's images.parquet stays (the
+    step's outputs are one set), never a new one beside the old questions."""
+    out = tmp_path / "out"
+    args = ["ingest", "--out", str(out), "--profile", "smoke"]
+    first = runner.invoke(app, args + ["--mimic-root", str(tiny.mimic_root), "--diffvqa-root", str(tiny.diffvqa_root)])
+    assert first.exit_code == 0, first.output
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # the second run's images differ (one file gone: a missing_file row), its questions are unreadable
+    mimic = tmp_path / "mimic"
+    shutil.copytree(tiny.mimic_root, mimic)
+    next(mimic.rglob("*.jpg")).unlink()
+    dq = tmp_path / "dq"
+    shutil.copytree(tiny.diffvqa_root, dq)
+    (dq / QUESTIONS_CSV).write_bytes(b"")
+    r = runner.invoke(app, args + ["--mimic-root", str(mimic), "--diffvqa-root", str(dq)])
+    assert r.exit_code == 2, r.output
+    after = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
