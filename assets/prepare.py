@@ -80,10 +80,13 @@ def collect_quarantine(prepared: Storage) -> tuple[pl.DataFrame, dict[str, dict]
 
 
 def run_residuals(prepared: Storage, out: Storage, cfg: ResidualConfig, groups: list[str],
-                  options: dict | None = None, progress: Callable[[int], None] | None = None) -> tuple[list[GroupResult], dict]:
+                  options: dict | None = None, progress: Callable[[int], None] | None = None,
+                  base: str | None = None) -> tuple[list[GroupResult], dict]:
+    """base: what relative image paths in pairs.parquet are relative to (the repo root, as the
+    data roots in params.yaml are); None: the working directory."""
     pairs = prepared.read_parquet(PAIRS)
     results = [materialize_group(pairs, g, out, cfg, pairs_source=prepared.url(PAIRS), options=options,
-                                 progress=progress) for g in groups]
+                                 progress=progress, base=base) for g in groups]
     return results, write_root_manifest(out, cfg.image_size)
 
 

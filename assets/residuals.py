@@ -8,6 +8,8 @@ decoding and resizing), registration as one batched torch optimisation per batch
 
 from __future__ import annotations
 
+import os
+
 import hashlib
 import io
 import json
@@ -145,9 +147,18 @@ class GroupResult:
     previews: list[dict]  # a few decoded pairs for pictures: main, ref, ref_registered, residuals
 
 
-def _load_pair(row: dict, cfg: ResidualConfig, options):
+def resolve_path(path: str, base: str | None) -> str:
+    """A relative local path of a table, resolved against `base`: the folder the data roots in
+    params.yaml are relative to (the repo root), not whatever folder the step runs in."""
+    if base is None or "://" in path or os.path.isabs(path):
+        return path
+    return os.path.join(base, path)
+
+
+def _load_pair(row: dict, cfg: ResidualConfig, options, base: str | None = None):
     try:
-        return load_preprocessed(row["main_path"], cfg, options), load_preprocessed(row["ref_path"], cfg, options)
+        return (load_preprocessed(resolve_path(row["main_path"], base), cfg, options),
+                load_preprocessed(resolve_path(row["ref_path"], base), cfg, options))
     except ImageError as e:
         return e
 
@@ -196,7 +207,8 @@ def shard_intact(out: Storage, shard: dict) -> bool:
 
 def materialize_group(pairs: pl.DataFrame, group: str, out: Storage, cfg: ResidualConfig,
                       pairs_source: str = "pairs.parquet", options: dict | None = None,
-                      progress: Callable[[int], None] | None = None, n_previews: int = 4) -> GroupResult:
+                      progress: Callable[[int], None] | None = None, n_previews: int = 4,
+                      base: str | None = None) -> GroupResult:
     """Write one group's shards + group manifest + group quarantine under `out`, atomically per
     file; skip the work when the group's inputs hash matches what is already written."""
     # Number the rows before filtering: the quarantine names the row in the whole pairs.parquet.
@@ -219,7 +231,7 @@ def materialize_group(pairs: pl.DataFrame, group: str, out: Storage, cfg: Residu
     with ThreadPoolExecutor(max(1, cfg.workers)) as pool:
         # Decoding of batch i+1 is queued before batch i is registered and written, so the
         # decode threads keep working while the main thread does the rest.
-        submit = lambda b: [pool.submit(_load_pair, row, cfg, options) for row in b]  # noqa: E731
+        submit = lambda b: [pool.submit(_load_pair, row, cfg, options, base) for row in b]  # noqa: E731
         pending = submit(batches[0]) if batches else []
         for i, batch in enumerate(batches):
             loaded = [f.result() for f in pending]

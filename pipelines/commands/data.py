@@ -18,9 +18,18 @@ from pipelines.commands.common import UserError, err_console, params_for, user_e
 ProfileOpt = typer.Option(None, "--profile", help="params.yaml profile (smoke | default)")
 
 
+def _flag_path(value: str) -> str:
+    """A folder given on the command line is relative to where the command runs; made absolute
+    here, the image paths the tables record resolve wherever the next step runs. (Roots from
+    params.yaml stay relative to the repo root, so the tables of a clone are portable.)"""
+    from pathlib import Path
+
+    return value if "://" in value else str(Path(value).resolve())
+
+
 def _params(profile, mimic_root=None, diffvqa_root=None, out=None) -> dict:
-    data = {k: v for k, v in (("mimic_root", mimic_root), ("diffvqa_root", diffvqa_root),
-                              ("prepared_root", out)) if v}
+    data = {k: _flag_path(v) for k, v in (("mimic_root", mimic_root), ("diffvqa_root", diffvqa_root),
+                                          ("prepared_root", out)) if v}
     return params_for(profile, {"data": data} if data else None)
 
 
@@ -112,11 +121,14 @@ def register(app: typer.Typer) -> None:
 
             from assets import prepare
             from assets.residuals import GROUPS
+            from pipelines.params import repo_root
             from pipelines.resources import residual_config, storage_for
 
             p = params_for(profile)
-            pre = storage_for(prepared or p["data"]["prepared_root"])
-            dest = storage_for(out or p["data"]["residuals_root"])
+            from pipelines.commands.train import _abs
+
+            pre = storage_for(_flag_path(prepared) if prepared else _abs(p["data"]["prepared_root"]))
+            dest = storage_for(_flag_path(out) if out else _abs(p["data"]["residuals_root"]))
             groups = list(group) if group else list(GROUPS)
             bad = [g for g in groups if g not in GROUPS]
             if bad:
@@ -128,7 +140,8 @@ def register(app: typer.Typer) -> None:
             with Progress(*cols, console=err_console) as bar:
                 task = bar.add_task("residuals", total=total)
                 results, manifest = prepare.run_residuals(pre, dest, residual_config(p), groups, dest.options,
-                                                          progress=lambda n: bar.advance(task, n))
+                                                          progress=lambda n: bar.advance(task, n),
+                                                          base=str(repo_root()))
             for r in results:
                 m = r.manifest
                 if m["rows_in"]:

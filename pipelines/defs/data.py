@@ -22,6 +22,7 @@ from assets.quarantine import reason_counts
 from assets.residuals import GROUPS, materialize_group, preview_grid, read_group_back, write_root_manifest
 from assets.shards import SHARD_SCHEMA
 from assets.storage import frame_hash
+from pipelines.params import repo_root
 from pipelines.resources import GreatExpectationsResource, SpotdiffParams, residual_config, storage_for
 
 GROUP = "data"
@@ -118,7 +119,7 @@ def residual_images(context: dg.AssetExecutionContext, params: SpotdiffParams, g
     cfg = residual_config(p)
     pairs = prepared.read_parquet(prepare.PAIRS)
     res = materialize_group(pairs, group, out, cfg, pairs_source=prepared.url(prepare.PAIRS), options=out.options,
-                            progress=lambda n: None)
+                            progress=lambda n: None, base=str(repo_root()))
     write_root_manifest(out, cfg.image_size)
     stats, previews = read_group_back(out, group)
     m = res.manifest

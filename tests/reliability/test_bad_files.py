@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -23,6 +24,7 @@ from pipelines.cli import app
 from tests.fixtures.tiny_mimic import write_tiny
 
 CFG = ResidualConfig(image_size=32, batch_size=4, register=False)  # registration is not under test
+REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
@@ -186,3 +188,38 @@ def test_file_refused_carries_its_reason(tmp_path):
     with pytest.raises(FileRefused) as e:
         read_url(str(tmp_path))
     assert e.value.reason == "not_regular_file"
+
+
+@pytest.mark.timeout(300)
+def test_residuals_run_from_another_folder_finds_the_images(tmp_path, monkeypatch):
+    """Data roots in params.yaml are relative to the repo root, and so are the image paths the
+    tables record: `spotdiff residuals` run from another folder (SPOTDIFF_PARAMS pointing at the
+    repo) reads the same images instead of quarantining every pair as missing_file."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from tests.fixtures.tiny_mimic import write_tiny
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    write_tiny(repo / "data", subjects=3)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"].update(mimic_root="data/mimic-cxr-jpg", diffvqa_root="data/medical-diff-vqa",
+                          prepared_root="data/prepared", residuals_root="data/residuals")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("SPOTDIFF_PARAMS", str(repo / "params.yaml"))
+    runner = CliRunner()
+    monkeypatch.chdir(repo)
+    for cmd in (["ingest"], ["pairs", "--from-ingest"]):
+        r = runner.invoke(app, cmd + ["--profile", "smoke"])
+        assert r.exit_code == 0, r.output
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    r = runner.invoke(app, ["residuals", "--profile", "smoke"])
+    assert r.exit_code == 0, r.output
+    groups = json.loads((repo / "data/residuals/manifest.json").read_text())["groups"]
+    assert sum(g["rows_out"] for g in groups.values()) > 0, groups
+    assert all(g["rows_quarantined"] == 0 for g in groups.values()), groups
+    assert not (elsewhere / "data").exists()  # nothing written relative to the wrong folder
