@@ -67,6 +67,41 @@ def run_pairs(prepared: Storage, diffvqa: Storage, resplit_by_subject: bool = Fa
     return res.table, res.counts
 
 
+# ---- validation: the same GX suites for every entry point ----------------------------------
+# Dagster runs these as blocking asset checks; the CLI and the DVC stages run them after the step
+# and stop (exit 2) on a failed blocking suite, so `dvc repro` cannot train on data Dagster
+# would have stopped. Returns (blocking, warning) suite results.
+
+def check_ingest(prepared: Storage, mimic: Storage, check_files: bool = True) -> tuple[list, list]:
+    from assets import validation
+
+    existing = mimic.list_files("files") if check_files else None
+    return [validation.validate_images(prepared.read_parquet(IMAGES), existing),
+            validation.validate_questions(prepared.read_parquet(QUESTIONS))], []
+
+
+def check_pairs(prepared: Storage) -> tuple[list, list]:
+    """study_pairs must hold; subject-disjoint splits only warn (the official v1.0.1 split is
+    not subject-disjoint on real data: pairs.resplit_by_subject fixes that)."""
+    from assets import validation
+
+    pairs = prepared.read_parquet(PAIRS)
+    return [validation.validate_pairs(pairs)], [validation.validate_subject_disjoint(pairs)]
+
+
+def check_residuals(out: Storage, groups: list[str]) -> tuple[list, list]:
+    """Every residual of the given groups finite and in [-1, 1], read back from the shards."""
+    from assets import validation
+    from assets.residuals import MANIFEST_NAME, group_dir, read_group_back
+
+    results = []
+    for g in groups:
+        if out.exists(f"{group_dir(g)}/{MANIFEST_NAME}"):
+            stats, _ = read_group_back(out, g, n_previews=0)
+            results.append(validation.validate_residual_stats(stats))
+    return results, []
+
+
 def collect_quarantine(prepared: Storage) -> tuple[pl.DataFrame, dict[str, dict]]:
     """quarantine.parquet: every table asset's dropped rows, in asset order, plus their counts."""
     parts, counts = [], {}

@@ -179,7 +179,10 @@ def fit(train_cfg: TrainConfig, model_cfg: dict, data: DataSpec, scaling: Scalin
         "threads": threads_per_worker or int(cpus),
     }
     if not ray.is_initialized():
-        ray.init(include_dashboard=False)
+        # No dashboard (2 cores), so Ray Train's placement-group cleaner cannot reach the state
+        # API and warns every few seconds (2,271 of a default run's ~3,100 lines); Ray-side
+        # loggers speak from ERROR up. The workers' own progress lines are prints: unaffected.
+        ray.init(include_dashboard=False, logging_config=ray.LoggingConfig(log_level="ERROR"))
     trainer = TorchTrainer(
         worker_loop, train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),

@@ -32,6 +32,14 @@ def repo_root() -> Path:
     return params_path().parent
 
 
+def resolve_path(path: str) -> str:
+    """A local path from params.yaml resolved against the repo root, where its data roots are
+    relative to (Ray workers, DVC and a user in another folder may run elsewhere); URLs as is."""
+    if "://" in path:
+        return path
+    return str((repo_root() / path).resolve())
+
+
 def params_path() -> Path:
     return Path(os.environ.get(PARAMS_ENV, "params.yaml")).resolve()
 

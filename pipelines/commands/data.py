@@ -33,6 +33,25 @@ def _params(profile, mimic_root=None, diffvqa_root=None, out=None) -> dict:
     return params_for(profile, {"data": data} if data else None)
 
 
+def gx_gate(checked: tuple[list, list]) -> None:
+    """The GX suites Dagster runs as asset checks, here after the CLI / DVC step: a failed
+    blocking suite stops the command (exit 2) as Dagster's blocking check stops the run."""
+    blocking, warnings = checked
+    for r in blocking + warnings:
+        s = r.statistics
+        err_console.print(f"GX {r.name}: {'passed' if r.success else 'FAILED'} "
+                          f"({s.get('successful_expectations')}/{s.get('evaluated_expectations')})")
+    for r in warnings:
+        if not r.success:
+            err_console.print(f"[yellow]warning:[/] GX {r.name} failed (not blocking): {r.failures[:1]}")
+    failed = [r for r in blocking if not r.success]
+    if failed:
+        f = failed[0].failures[:1]
+        raise UserError(f"GX suite {failed[0].name} failed: {f[0]['type']} on {f[0]['columns']} "
+                        f"({f[0]['unexpected_count']} unexpected, e.g. {f[0]['examples']})" if f else
+                        f"GX suite {failed[0].name} failed")
+
+
 def _report(name: str, counts: dict) -> None:
     extra = "".join(f", {k} {v}" for k, v in counts.items() if k not in ("rows_in", "rows_out", "rows_quarantined"))
     err_console.print(f"{name}: {counts['rows_in']} in = {counts['rows_out']} out + "
@@ -58,6 +77,7 @@ def _ingest(p: dict):
             raise UserError(str(e)) from e
     _report("mimic_images", c1)
     _report("diffvqa_questions", c2)
+    gx_gate(prepare.check_ingest(prepared, storage_for(d["mimic_root"]), bool(d["check_files"])))
 
 
 def _pairs(p: dict):
@@ -73,6 +93,7 @@ def _pairs(p: dict):
     _report("study_pairs", c)
     table, _ = prepare.collect_quarantine(prepared)
     err_console.print(f"wrote {prepared.url(prepare.PAIRS)} and {prepared.url(prepare.QUARANTINE)} ({table.height} quarantined rows)")
+    gx_gate(prepare.check_pairs(prepared))
 
 
 def register(app: typer.Typer) -> None:
@@ -125,10 +146,10 @@ def register(app: typer.Typer) -> None:
             from pipelines.resources import residual_config, storage_for
 
             p = params_for(profile)
-            from pipelines.commands.train import _abs
+            from pipelines.params import resolve_path
 
-            pre = storage_for(_flag_path(prepared) if prepared else _abs(p["data"]["prepared_root"]))
-            dest = storage_for(_flag_path(out) if out else _abs(p["data"]["residuals_root"]))
+            pre = storage_for(_flag_path(prepared) if prepared else resolve_path(p["data"]["prepared_root"]))
+            dest = storage_for(_flag_path(out) if out else resolve_path(p["data"]["residuals_root"]))
             groups = list(group) if group else list(GROUPS)
             bad = [g for g in groups if g not in GROUPS]
             if bad:
@@ -148,3 +169,4 @@ def register(app: typer.Typer) -> None:
                     err_console.print(f"{r.group}: {m['rows_in']} pairs = {m['rows_out']} written + "
                                       f"{m['rows_quarantined']} quarantined{' (up to date)' if r.skipped else ''}")
             err_console.print(f"wrote {dest.url('manifest.json')}: {len(manifest['shards'])} shards")
+            gx_gate(prepare.check_residuals(dest, groups))

@@ -13,9 +13,9 @@ from pipelines.commands.common import UserError, params_for, user_errors
 
 
 def pretrain_dir(params: dict) -> Path:
-    from pipelines.commands.train import _abs
+    from pipelines.params import resolve_path
 
-    return Path(_abs(params["pretrain"]["output_dir"]))
+    return Path(resolve_path(params["pretrain"]["output_dir"]))
 
 
 def skip_reason(params: dict) -> str | None:
@@ -47,7 +47,8 @@ def pretrain_from_params(params: dict) -> dict:
     from models.pretrain import REPORT_FILE, PretrainConfig, data_batches, pretrain
     from models.tracking import MlflowTracker, check_reachable, open_run
     from models.train_loop import DataSpec, TrainConfig
-    from pipelines.commands.train import _abs, new_run_name, tracking_uri
+    from pipelines.commands.train import new_run_name, tracking_uri
+    from pipelines.params import resolve_path
     from pipelines.params import flatten
     from pipelines.resources import storage_for
 
@@ -59,7 +60,7 @@ def pretrain_from_params(params: dict) -> dict:
         (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
         return report
     d, t, p = params["data"], params["train"], params["pretrain"]
-    residuals, prepared = storage_for(_abs(d["residuals_root"])), storage_for(_abs(d["prepared_root"]))
+    residuals, prepared = storage_for(resolve_path(d["residuals_root"])), storage_for(resolve_path(d["prepared_root"]))
     for store, name in ((residuals, MANIFEST_NAME), (prepared, FINDING_TARGETS), (prepared, "pairs.parquet")):
         if not store.exists(name):
             raise UserError(f"{store.url(name)}: not found; materialize the data first (`dvc repro residuals`)")

@@ -14,7 +14,8 @@ from pathlib import Path
 import typer
 
 from pipelines.commands.common import UserError, params_for, user_errors
-from pipelines.commands.train import _abs, tracking_uri
+from pipelines.commands.train import tracking_uri
+from pipelines.params import resolve_path
 
 ProfileOpt = typer.Option(None, help="params.yaml profile (default: params' `profile`)")
 
@@ -34,7 +35,7 @@ def preprocess_from_params(params: dict):
 
 
 def registry_dir(params: dict) -> Path:
-    return Path(_abs(params["registry"]["output_dir"]))
+    return Path(resolve_path(params["registry"]["output_dir"]))
 
 
 def prior_scores(params: dict, split: str, nlg: bool = True, n_boot: int = 10) -> dict | None:
@@ -48,7 +49,7 @@ def prior_scores(params: dict, split: str, nlg: bool = True, n_boot: int = 10) -
     from pipelines.commands.train import training_question_types
     from pipelines.resources import storage_for
 
-    store = storage_for(_abs(params["data"]["prepared_root"]))
+    store = storage_for(resolve_path(params["data"]["prepared_root"]))
     if not store.exists("pairs.parquet"):
         return None
     pairs = pl.read_parquet(io.BytesIO(store.read_bytes("pairs.parquet")),
@@ -62,7 +63,7 @@ def register_from_params(params: dict, metrics_file: Path | None = None):
     from models import serving
     from models.tracking import client_for
 
-    out = Path(_abs(params["train"]["output_dir"]))
+    out = Path(resolve_path(params["train"]["output_dir"]))
     train_metrics = out / "metrics.json"
     if not train_metrics.exists() or not (out / "best").is_dir():
         raise UserError(f"{train_metrics}: no trained model; run `spotdiff train` first")
@@ -105,7 +106,7 @@ def evaluation_pictures(params: dict, out: Path, folder: Path, run_id: str, uri:
 
     records = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text().splitlines() if line]
     answerer = Answerer(out / "best", preprocess_from_params(params))
-    root = _abs(params["data"]["residuals_root"])
+    root = resolve_path(params["data"]["residuals_root"])
     files = {
         "sample_sheet": pictures.sample_sheet(answerer, root, records, folder / "sample_sheet.png",
                                               params["registry"]["sample_pairs"], storage_options(root)),

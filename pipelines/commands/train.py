@@ -14,7 +14,7 @@ import typer
 import yaml
 
 from pipelines.commands.common import UserError, params_for, user_errors
-from pipelines.params import flatten, repo_root
+from pipelines.params import flatten, repo_root, resolve_path
 
 TRAIN_LOOP_KEYS = ("epochs", "pairs_per_batch", "lr", "weight_decay", "warmup_steps", "grad_clip",
                    "seed", "deterministic", "log_every", "crop_scale", "brightness", "contrast",
@@ -42,18 +42,11 @@ def parse_sets(sets: list[str]) -> dict:
     return out
 
 
-def _abs(path: str) -> str:
-    """Local paths resolved against the repo root (Ray workers and DVC may run elsewhere)."""
-    if "://" in path:
-        return path
-    return str((repo_root() / path).resolve())
-
-
 def tracking_uri(params: dict) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or params["tracking"]["uri"]
     # sqlite:///file:PATH?mode=ro&uri=true is SQLite's URI form (a read-only store): left as is
     if uri.startswith("sqlite:///") and not uri.startswith(("sqlite:////", "sqlite:///file:")):
-        uri = "sqlite:///" + _abs(uri[len("sqlite:///"):])
+        uri = "sqlite:///" + resolve_path(uri[len("sqlite:///"):])
     return uri
 
 
@@ -77,7 +70,7 @@ def launch(params: dict, run_name: str | None = None, tags: dict | None = None):
         raise UserError(str(e)) from e
     t, d = params["train"], params["data"]
     # Local folders or s3:// URLs alike, through the one storage layer (endpoint from env).
-    residuals, prepared = storage_for(_abs(d["residuals_root"])), storage_for(_abs(d["prepared_root"]))
+    residuals, prepared = storage_for(resolve_path(d["residuals_root"])), storage_for(resolve_path(d["prepared_root"]))
     for store, name in ((residuals, MANIFEST_NAME), (prepared, "pairs.parquet")):
         if not store.exists(name):
             raise UserError(f"{store.url(name)}: not found; materialize the data first "
@@ -98,7 +91,7 @@ def launch(params: dict, run_name: str | None = None, tags: dict | None = None):
                  targets_parquet=(prepared.url(FINDING_TARGETS) if prepared.exists(FINDING_TARGETS)
                                   else None)),
         ScalingSpec(t["num_workers"], t["use_gpu"], dict(t["resources_per_worker"])),
-        RunSpec(name, _abs(t["storage_path"]), _abs(t["output_dir"]), t["max_failures"],
+        RunSpec(name, resolve_path(t["storage_path"]), resolve_path(t["output_dir"]), t["max_failures"],
                 t["num_to_keep"]),
         TrackingSpec(tracking_uri(params), tr["experiment"], tr["system_metrics"],
                      tr["system_metrics_interval_s"], tr["sample_predictions"]),

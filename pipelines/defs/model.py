@@ -57,10 +57,10 @@ def real_model(context: dg.AssetExecutionContext, config: TrainRunConfig) -> dg.
 def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig) -> dg.MaterializeResult:
     """BLEU-1..4, METEOR, ROUGE-L, CIDEr and change P/R/F1 of the test predictions."""
     from models.metrics import score_predictions
-    from pipelines.commands.train import _abs
+    from pipelines.params import resolve_path
 
     params = load_params(profile=config.profile)
-    out = Path(_abs(params["train"]["output_dir"]))
+    out = Path(resolve_path(params["train"]["output_dir"]))
     records = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text().splitlines()]
     scores = score_predictions([r["prediction"] for r in records], [r["answer"] for r in records])
     (out / "evaluation.json").write_text(json.dumps(scores, indent=2, sort_keys=True))

@@ -27,11 +27,11 @@ def _png_md(path) -> dg.MetadataValue:
 def registered_model(config: RegistryConfig) -> dg.MaterializeResult:
     """The trained ReAl as an MLflow pyfunc, a version of spotdiff-real with alias candidate."""
     from pipelines.commands.registry import register_from_params, registry_dir
-    from pipelines.commands.train import _abs
+    from pipelines.params import resolve_path
 
     params = load_params(profile=config.profile)
     # the evaluation asset's re-scoring of the test predictions becomes the test.* tags
-    reg = register_from_params(params, Path(_abs(params["train"]["output_dir"])) / "evaluation.json")
+    reg = register_from_params(params, Path(resolve_path(params["train"]["output_dir"])) / "evaluation.json")
     folder = registry_dir(params)
     return dg.MaterializeResult(metadata={
         "model_uri": reg.model_uri, "version": reg.version, "mlflow_run_id": reg.run_id,

@@ -162,3 +162,24 @@ def test_a_failed_ingest_leaves_the_previous_tables_whole(tiny, tmp_path):
     assert r.exit_code == 2, r.output
     after = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_the_cli_runs_the_dagster_gx_suites_and_stops_on_a_failed_one(tiny, tmp_path):
+    """The suites Dagster runs as blocking asset checks run after the CLI / DVC step too."""
+    import polars as pl
+
+    from assets import validation
+    from pipelines.commands.common import UserError
+    from pipelines.commands.data import gx_gate
+
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["ingest", "--mimic-root", str(tiny.mimic_root), "--diffvqa-root", str(tiny.diffvqa_root),
+                            "--out", str(out), "--profile", "smoke"])
+    assert r.exit_code == 0 and "GX mimic_images: passed" in r.output and "GX diffvqa_questions: passed" in r.output
+    r = runner.invoke(app, ["pairs", "--from-ingest", "--diffvqa-root", str(tiny.diffvqa_root), "--out", str(out),
+                            "--profile", "smoke"])
+    assert r.exit_code == 0 and "GX study_pairs: passed" in r.output, r.output
+    # a pairs table GX rejects (a malformed pair_id) stops the step with the suite and the column
+    pairs = pl.read_parquet(out / "pairs.parquet").with_columns(pair_id=pl.lit("not-a-pair-id"))
+    with pytest.raises(UserError, match="GX suite study_pairs failed: .*pair_id"):
+        gx_gate(([validation.validate_pairs(pairs)], []))
