@@ -30,6 +30,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 MAX_MLMODEL_BYTES = 1024 * 1024
 MAX_PREPROCESS_BYTES = 64 * 1024
+# per checkpoint file: what the largest model spotdiff trains needs, with room (the paper-sized
+# ResNet-50 ×2 + GPT-2 small is ~0.6 GB of fp32 weights)
+CHECKPOINT_BOUNDS = {"model.safetensors": 4 * 1024**3, "config.json": 1024 * 1024}
+MAX_TOKENIZER_FILE_BYTES = 32 * 1024 * 1024
 MAX_FILES = 10_000
 # suffixes of formats that unpickle on load (torch.save, joblib, numpy object arrays, dill, ...)
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".cloudpickle", ".pt", ".pth", ".ckpt", ".bin", ".joblib",
@@ -138,8 +142,24 @@ def artifacts(folder: Path) -> ModelArtifacts:
         prep = json.loads(_read_bounded(prep_path, MAX_PREPROCESS_BYTES))
     except json.JSONDecodeError as e:
         raise ModelFolderError(f"{prep_path}: not JSON ({e.msg})") from None
-    if not (ckpt / "model.safetensors").is_file():
-        raise ModelFolderError(f"{ckpt}: no model.safetensors")
+    for name, bound in CHECKPOINT_BOUNDS.items():
+        f = ckpt / name
+        if not f.is_file():
+            raise ModelFolderError(f"{f}: missing; not a spotdiff checkpoint")
+        if f.stat().st_size > bound:
+            raise ModelFolderError(f"{f}: {f.stat().st_size} bytes exceeds {bound}")
+    config = ckpt / "config.json"
+    try:
+        from models.config import ModelConfig
+
+        ModelConfig.from_dict(json.loads(_read_bounded(config, CHECKPOINT_BOUNDS["config.json"]))["model"])
+    except json.JSONDecodeError as e:
+        raise ModelFolderError(f"{config}: not JSON ({e.msg})") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelFolderError(f"{config}: not a model config this spotdiff knows ({e})") from None
+    for f in (ckpt / "tokenizer").rglob("*") if (ckpt / "tokenizer").is_dir() else []:
+        if f.is_file() and f.stat().st_size > MAX_TOKENIZER_FILE_BYTES:
+            raise ModelFolderError(f"{f}: {f.stat().st_size} bytes exceeds {MAX_TOKENIZER_FILE_BYTES}")
     return ModelArtifacts(folder, ckpt, prep)
 
 

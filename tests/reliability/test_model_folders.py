@@ -56,6 +56,7 @@ def _from_code(folder: Path, marker: Path, code: str | None = None) -> Path:
     (folder / "pyfunc.py").write_text(payload)
     (folder / "artifacts" / "checkpoint").mkdir(parents=True)
     (folder / "artifacts" / "checkpoint" / "model.safetensors").write_bytes(b"\0" * 8)
+    (folder / "artifacts" / "checkpoint" / "config.json").write_text('{"model": {"backbone": "tiny"}, "state": {}}')
     (folder / "artifacts" / "preprocess.json").write_text("{}")
     return folder
 
@@ -129,6 +130,13 @@ def test_serve_refuses_code_that_is_not_this_installations(env):
     ("symlink", ["symbolic link"]),
     ("no_such_folder", ["no such model folder"]),
     ("artifact_outside", ["outside the model folder"]),
+    ("no_config", ["config.json", "missing"]),
+    ("huge_config", ["config.json", "exceeds"]),
+    ("huge_weights", ["model.safetensors", "exceeds"]),
+    ("config_not_json", ["config.json", "not JSON"]),
+    ("config_unknown_key", ["config.json", "not a model config this spotdiff knows", "unknown keys ['evil']"]),
+    ("preprocess_unknown_key", ["preprocess.json does not fit this spotdiff"]),
+    ("preprocess_not_json", ["preprocess.json", "not JSON"]),
 ])
 def test_malformed_model_folders_are_refused_in_one_line(env, case, words):
     folder = _from_code(env / "model", env / "pwned", code=(REPO / "models" / "pyfunc.py").read_text())
@@ -150,6 +158,22 @@ def test_malformed_model_folders_are_refused_in_one_line(env, case, words):
         (folder / "artifacts" / "link.json").symlink_to("/dev/zero")
     elif case == "no_such_folder":
         folder = env / "absent"
+    elif case == "no_config":
+        (folder / "artifacts" / "checkpoint" / "config.json").unlink()
+    elif case == "huge_config":
+        (folder / "artifacts" / "checkpoint" / "config.json").write_text(" " * (1024 * 1024 + 1))
+    elif case == "huge_weights":  # sparse: nothing allocated, nothing read
+        with open(folder / "artifacts" / "checkpoint" / "model.safetensors", "wb") as f:
+            f.truncate(5 * 1024**3)
+    elif case == "config_not_json":
+        (folder / "artifacts" / "checkpoint" / "config.json").write_text("{not json")
+    elif case == "config_unknown_key":
+        (folder / "artifacts" / "checkpoint" / "config.json").write_text(
+            '{"model": {"backbone": "tiny", "evil": 1}, "state": {}}')
+    elif case == "preprocess_unknown_key":
+        (folder / "artifacts" / "preprocess.json").write_text('{"image_size": 64, "evil": 1}')
+    elif case == "preprocess_not_json":
+        (folder / "artifacts" / "preprocess.json").write_text("{not json")
     elif case == "artifact_outside":
         _mlmodel(folder, {"model_code_path": "pyfunc.py",
                           "artifacts": {"checkpoint": {"path": "../../"},
