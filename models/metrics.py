@@ -200,10 +200,12 @@ def _meteor(meteor, gts: dict, res: dict, timeout_s: float = METEOR_TIMEOUT_S) -
 # ---- everything -------------------------------------------------------------------------------
 
 def score_predictions(predictions: list[str], answers: list[str], questions: list[str] | None = None,
-                      n_boot: int = 1000, seed: int = 0, nlg: bool = True) -> dict:
+                      n_boot: int = 1000, seed: int = 0, nlg: bool = True,
+                      question_types: list[str] | None = None) -> dict:
     """The full report: flat numbers (NLG_KEYS, change_*, exact_match, ...), `ci95`
     {metric: [lo, hi]}, and `per_template` {template of the reference: {n, metrics}}; with
-    questions, also `per_question_form` (the general question vs the area questions)."""
+    questions, also `per_question_form` (the general question vs the area questions); with
+    question_types, `per_type` (per_type_scores)."""
     if not answers:
         raise ValueError("no predictions to score")
     counts = change_counts(predictions, answers)
@@ -227,7 +229,52 @@ def score_predictions(predictions: list[str], answers: list[str], questions: lis
     if questions is not None:
         forms = ["area" if " area?" in q else "general" for q in questions]
         report["per_question_form"] = _breakdown(cols, forms)
+    if question_types is not None:
+        report["per_type"] = per_type_scores(predictions, answers, question_types)
     return report
+
+
+# ---- per question type --------------------------------------------------------------------
+# Closed questions are scored by accuracy; open ones whose answer names findings, places,
+# levels or types by item-level F1 (micro over questions: an answer "edema, pleural effusion"
+# against "pleural effusion" is one hit and one false item, not simply wrong); the difference
+# question by change-F1.
+CLOSED_TYPES = ("presence", "view")
+ITEM_TYPES = ("abnormality", "location", "level", "type")
+
+
+def answer_items(text: str, question_type: str) -> set[str]:
+    """The items an open answer names: list entries (", " and "and"), for a location the place
+    words without the trailing "area"/"side"."""
+    t = normalize_answer(text).strip().rstrip(".").strip()
+    if question_type == "location":
+        return {w for w in t.replace(",", " ").split() if w not in ("area", "side", "and", "the")}
+    parts = [p.strip() for p in t.replace(" and ", ", ").split(",")]
+    return {p.removeprefix("and ").strip() for p in parts if p.strip()}
+
+
+def per_type_scores(predictions: list[str], answers: list[str], question_types: list[str]) -> dict[str, dict]:
+    """{question type: {n, and accuracy | item_f1/precision/recall | change-F1 and friends}}."""
+    out: dict[str, dict] = {}
+    for qt in sorted(set(question_types)):
+        idx = [i for i, t in enumerate(question_types) if t == qt]
+        preds, golds = [predictions[i] for i in idx], [answers[i] for i in idx]
+        row: dict = {"n": len(idx)}
+        if qt == "difference":
+            row.update(change_scores(preds, golds))
+        elif qt in CLOSED_TYPES:
+            row["accuracy"] = float(np.mean([normalize_answer(p).strip() == normalize_answer(g).strip()
+                                             for p, g in zip(preds, golds)]))
+        else:
+            tp = fp = fn = 0
+            for p, g in zip(preds, golds):
+                pi, gi = answer_items(p, qt), answer_items(g, qt)
+                tp, fp, fn = tp + len(pi & gi), fp + len(pi - gi), fn + len(gi - pi)
+            prec, rec = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
+            row.update(item_precision=prec, item_recall=rec,
+                       item_f1=2 * prec * rec / max(prec + rec, 1e-12))
+        out[qt] = row
+    return out
 
 
 def _breakdown(cols: dict[str, np.ndarray], groups: list[str]) -> dict[str, dict]:

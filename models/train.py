@@ -209,6 +209,9 @@ def fit(train_cfg: TrainConfig, model_cfg: dict, data: DataSpec, scaling: Scalin
     report, predictions = score_test(best_dir, data, train_cfg, test_num_beams, score_kwargs)
     (out / "test_report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     test_metrics = {k: float(v) for k, v in report.items() if isinstance(v, (int, float))}
+    # per question type, flat for MLflow and metrics.json: type/<type>/<metric>
+    test_metrics.update({f"type/{qt}/{k}": float(v) for qt, row in report.get("per_type", {}).items()
+                         for k, v in row.items()})
     steps = int(result.metrics["step"])
     preds_path = out / "test_predictions.jsonl"
     preds_path.write_text("".join(json.dumps(r) + "\n" for r in predictions))
@@ -254,5 +257,6 @@ def score_test(best_dir: Path, data: DataSpec, cfg: TrainConfig, num_beams: int 
     if not records:
         raise ValueError(f"{data.residuals_root}: no test pairs to score")
     report = score_predictions([r["prediction"] for r in records], [r["answer"] for r in records],
-                               [r["question"] for r in records], **(score_kwargs or {}))
+                               [r["question"] for r in records], question_types=[r["question_type"] for r in records],
+                               **(score_kwargs or {}))
     return report, records

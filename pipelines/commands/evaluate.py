@@ -85,8 +85,11 @@ def register(app: typer.Typer) -> None:
             from models.metrics import score_predictions
 
             questions = [r.get("question", "") for r in records] if all("question" in r for r in records) else None
+            qtypes = ([r["question_type"] for r in records]
+                      if all(isinstance(r.get("question_type"), str) for r in records) else None)
             report = score_predictions(
                 [r["prediction"] for r in records], [r["answer"] for r in records], questions,
+                question_types=qtypes,
                 n_boot=params["bootstrap"] if bootstrap is None else bootstrap,
                 seed=params["seed"] if seed is None else seed)
             text = json.dumps(report, indent=2, sort_keys=True)

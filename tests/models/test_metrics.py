@@ -162,3 +162,34 @@ def test_recall_per_change_kind():
     s = change_scores([added, added, "nothing has changed."], [added, missing, missing])
     assert s["change_recall_added"] == 1.0 and s["change_recall_missing"] == 0.0
     assert s["change_recall_level"] == 0.0  # no level change in the gold: 0/0 := 0
+
+
+def test_per_type_scores_use_the_measure_of_each_type():
+    from models.metrics import answer_items, per_type_scores
+
+    preds = ["yes", "no", "PA view", "pleural effusion, edema", "left lower lung area", "mild",
+             "nothing has changed.",
+             "the main image has an additional finding of edema than the reference image. "]
+    golds = ["yes", "yes", "PA view", "pleural effusion", "left lung area", "severe",
+             "nothing has changed.",
+             "the main image has an additional finding of edema than the reference image. "]
+    types = ["presence", "presence", "view", "abnormality", "location", "level", "difference", "difference"]
+    s = per_type_scores(preds, golds, types)
+    assert s["presence"] == {"n": 2, "accuracy": 0.5} and s["view"]["accuracy"] == 1.0
+    # one of two named findings right: precision 1/2, recall 1/1
+    assert s["abnormality"]["item_precision"] == 0.5 and s["abnormality"]["item_recall"] == 1.0
+    assert answer_items("left lower lung area", "location") == {"left", "lower", "lung"}
+    assert abs(s["location"]["item_f1"] - 0.8) < 1e-9  # {left, lung} of 3 predicted, 2 gold
+    assert s["level"]["item_f1"] == 0.0
+    assert s["difference"]["n"] == 2 and s["difference"]["change_f1"] == 1.0
+    assert answer_items("edema, pleural effusion, and atelectasis", "abnormality") == {
+        "edema", "pleural effusion", "atelectasis"}
+
+
+def test_score_predictions_reports_per_type_when_told_the_types():
+    from models.metrics import score_predictions
+
+    a = "the main image has an additional finding of edema than the reference image. "
+    r = score_predictions([a, "no"], [a, "yes"], n_boot=0, nlg=False, question_types=["difference", "presence"])
+    assert set(r["per_type"]) == {"difference", "presence"} and r["per_type"]["presence"]["accuracy"] == 0.0
+    assert "per_type" not in score_predictions([a], [a], n_boot=0, nlg=False)
