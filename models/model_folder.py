@@ -6,7 +6,7 @@ source file and everything under code/ go onto sys.path, and a folder saved the 
 a cloudpickle that runs on load. So before anything is loaded:
 
 - MLmodel must be a regular file of bounded size, YAML with only the python_function flavor,
-  saved from code (model_code_path), never as a pickle (python_model / cloudpickle_version);
+  saved from code (MLflow's code_model loader, model_code_path), never as a pickle (python_model);
 - no file in the folder may be a pickle (by suffix, or by the pickle protocol's first bytes);
 - `ask` then never runs the folder's code: it builds the Answerer from the two artifacts
   (safetensors weights + JSON config + tokenizer JSON, and preprocess.json) with this
@@ -112,7 +112,10 @@ def check_folder(folder: Path) -> dict:
         raise ModelFolderError(f"{folder / 'MLmodel'}: flavors {sorted(flavors or {})}; spotdiff logs "
                                "only python_function")
     conf = flavors["python_function"] or {}
-    if "python_model" in conf or "cloudpickle_version" in conf or "model_code_path" not in conf:
+    # saved from code: MLflow's code-model loader and a source file; a pickled model has
+    # python_model (the .pkl path) instead
+    if ("python_model" in conf or "model_code_path" not in conf
+            or conf.get("loader_module") != "mlflow.pyfunc.loaders.code_model"):
         raise ModelFolderError(f"{folder / 'MLmodel'}: the model is stored as a pickle, not from "
                                "code; spotdiff never unpickles a model")
     for p in _files(folder):

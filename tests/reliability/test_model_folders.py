@@ -37,12 +37,13 @@ def env(monkeypatch, tmp_path):
 
 def _mlmodel(folder: Path, pyfunc: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
+    loader = "mlflow.pyfunc.model" if "python_model" in pyfunc else "mlflow.pyfunc.loaders.code_model"
     (folder / "MLmodel").write_text(yaml.safe_dump({"flavors": {"python_function": {
-        "loader_module": "mlflow.pyfunc.model", **pyfunc}}}))
+        "loader_module": loader, "cloudpickle_version": "3.1.3", **pyfunc}}}))
 
 
 def _pickled(folder: Path, marker: Path) -> Path:
-    _mlmodel(folder, {"python_model": "python_model.pkl", "cloudpickle_version": "3.0.0"})
+    _mlmodel(folder, {"python_model": "python_model.pkl"})
     (folder / "python_model.pkl").write_bytes(pickle.dumps(_Payload(marker)))
     return folder
 
