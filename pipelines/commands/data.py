@@ -141,7 +141,7 @@ def register(app: typer.Typer) -> None:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             from assets import prepare
-            from assets.residuals import GROUPS
+            from assets.residuals import GROUPS, group_dir
             from pipelines.params import repo_root
             from pipelines.resources import residual_config, storage_for
 
@@ -163,10 +163,14 @@ def register(app: typer.Typer) -> None:
                 results, manifest = prepare.run_residuals(pre, dest, residual_config(p), groups, dest.options,
                                                           progress=lambda n: bar.advance(task, n),
                                                           base=str(repo_root()))
-            for r in results:
-                m = r.manifest
-                if m["rows_in"]:
-                    err_console.print(f"{r.group}: {m['rows_in']} pairs = {m['rows_out']} written + "
-                                      f"{m['rows_quarantined']} quarantined{' (up to date)' if r.skipped else ''}")
+            ran = [r for r in results if r.manifest["rows_in"]]
+            total = {k: sum(r.manifest[k] for r in ran) for k in ("rows_in", "rows_out", "rows_quarantined")}
+            err_console.print(f"residual_images: {total['rows_in']} pairs = {total['rows_out']} written + "
+                              f"{total['rows_quarantined']} quarantined, {len(ran)} groups "
+                              f"({sum(r.skipped for r in ran)} up to date)")
+            for r in ran:
+                if r.manifest["rows_quarantined"]:
+                    err_console.print(f"  {r.group}: {r.manifest['rows_quarantined']} quarantined "
+                                      f"(see {dest.url(group_dir(r.group), 'quarantine.parquet')})")
             err_console.print(f"wrote {dest.url('manifest.json')}: {len(manifest['shards'])} shards")
             gx_gate(prepare.check_residuals(dest, groups))
