@@ -102,6 +102,11 @@ def worker_loop(config: dict) -> None:
 
     from models.tracking import MlflowTracker
 
+    import logging
+
+    # Ray Train logs every report and checkpoint at INFO from inside the worker (four lines an
+    # epoch on the terminal); the epoch's validation line already says it
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if config["threads"]:
