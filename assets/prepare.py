@@ -72,11 +72,12 @@ def run_pairs(prepared: Storage, diffvqa: Storage, resplit_by_subject: bool = Fa
 # and stop (exit 2) on a failed blocking suite, so `dvc repro` cannot train on data Dagster
 # would have stopped. Returns (blocking, warning) suite results.
 
-def check_ingest(prepared: Storage, mimic: Storage, check_files: bool = True) -> tuple[list, list]:
+def check_ingest(prepared: Storage, mimic: Storage) -> tuple[list, list]:
+    """Every image file present is checked here whatever data.check_files says: that flag only
+    moves the missing ones from the ingestion quarantine to this blocking check."""
     from assets import validation
 
-    existing = mimic.list_files("files") if check_files else None
-    return [validation.validate_images(prepared.read_parquet(IMAGES), existing),
+    return [validation.validate_images(prepared.read_parquet(IMAGES), mimic.list_files("files")),
             validation.validate_questions(prepared.read_parquet(QUESTIONS))], []
 
 

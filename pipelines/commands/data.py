@@ -77,7 +77,7 @@ def _ingest(p: dict):
             raise UserError(str(e)) from e
     _report("mimic_images", c1)
     _report("diffvqa_questions", c2)
-    gx_gate(prepare.check_ingest(prepared, storage_for(d["mimic_root"]), bool(d["check_files"])))
+    gx_gate(prepare.check_ingest(prepared, storage_for(d["mimic_root"])))
 
 
 def _pairs(p: dict):

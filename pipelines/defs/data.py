@@ -150,8 +150,8 @@ def residual_images(context: dg.AssetExecutionContext, params: SpotdiffParams, g
 def mimic_images_valid(params: SpotdiffParams, gx: GreatExpectationsResource) -> dg.AssetCheckResult:
     d = params.params()["data"]
     images = storage_for(d["prepared_root"]).read_parquet(prepare.IMAGES)
-    existing = storage_for(d["mimic_root"]).list_files("files") if d["check_files"] else None
-    return gx.check(validation.validate_images, images, existing, asset="mimic_images")
+    return gx.check(validation.validate_images, images, storage_for(d["mimic_root"]).list_files("files"),
+                    asset="mimic_images")
 
 
 @dg.asset_check(asset=diffvqa_questions, blocking=True,
