@@ -69,6 +69,18 @@ def read_predictions(path: Path) -> list[dict]:
     return records
 
 
+def headline(report: dict, out: Path) -> str:
+    """Three lines of what a person looks at first; the whole report is in `out`."""
+    ci = report.get("ci95", {}).get("change_f1")
+    ci_text = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+    return (f"wrote {out}: {report['n']} answers\n"
+            f"change-F1 {report['change_f1']:.3f}{ci_text}, precision {report['change_precision']:.3f}, "
+            f"recall {report['change_recall']:.3f} (added {report.get('change_recall_added', 0):.2f} / "
+            f"missing {report.get('change_recall_missing', 0):.2f} / level {report.get('change_recall_level', 0):.2f})\n"
+            f"exact match {report['exact_match']:.3f}, CIDEr {report.get('CIDEr', float('nan')):.2f}, "
+            f"BLEU-4 {report.get('BLEU-4', float('nan')):.3f}, parse rate {report.get('prediction_parse_rate', float('nan')):.3f}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def evaluate(
@@ -77,6 +89,8 @@ def register(app: typer.Typer) -> None:
         bootstrap: int = typer.Option(None, help="bootstrap resamples for the 95 % intervals (0: none)"),
         seed: int = typer.Option(None, help="bootstrap seed"),
         profile: str = typer.Option(None, help="params.yaml profile (default: its `profile:`)"),
+        summary: bool = typer.Option(False, "--summary", help="with --out: print a few headline lines, "
+                                                              "not the whole JSON (the main job's terminal)"),
     ) -> None:
         """Score predictions with the papers' metrics plus change-level F1; prints one JSON object."""
         with user_errors():
@@ -96,4 +110,7 @@ def register(app: typer.Typer) -> None:
             if out is not None:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(text + "\n")
-            typer.echo(text)
+            if summary and out is not None:
+                typer.echo(headline(report, out))
+            else:
+                typer.echo(text)

@@ -106,3 +106,16 @@ def test_bad_input_is_one_clear_line(tmp_path, params_env, lines, message):
 def test_missing_file(tmp_path, params_env):
     result = CliRunner().invoke(app, ["evaluate", "--predictions", str(tmp_path / "nope.jsonl")])
     assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_summary_prints_the_headline_and_writes_the_whole_report(tmp_path, params_env):
+    questions = [DIFFERENCE_QUESTION] * 5 + [AREA_QUESTION.format(words="left lung")]
+    rows = [{"question": q, "answer": a, "prediction": p} for q, a, p in zip(questions, ANSWERS, PREDICTIONS)]
+    preds = write_jsonl(tmp_path / "preds.jsonl", rows)
+    out = tmp_path / "metrics.json"
+    result = CliRunner().invoke(app, ["evaluate", "--predictions", str(preds), "--bootstrap", "50",
+                                      "--out", str(out), "--summary"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3 and f"change-F1 {report['change_f1']:.3f}" in lines[1]
