@@ -74,17 +74,20 @@ class Storage:
             return pl.scan_csv(self.url(*parts), **kwargs)
         return pl.read_csv(io.BytesIO(self.read_bytes(*parts)), **kwargs).lazy()
 
+    def _stage(self, data: bytes, target: str) -> str:
+        """Write `data` to a temp name next to `target` (a URL); returns the temp name."""
+        parent = posixpath.dirname(target)
+        if parent:
+            self.fs.makedirs(parent, exist_ok=True)
+        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(target)}")
+        with self.fs.open(tmp, "wb") as f:
+            f.write(data)
+        return tmp
+
     def write_bytes(self, data: bytes, *parts: str) -> str:
         """Atomic write: temp file next to the target, then rename."""
         target = self.url(*parts)
-        fs = self.fs
-        parent = posixpath.dirname(target)
-        if parent:
-            fs.makedirs(parent, exist_ok=True)
-        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(target)}")
-        with fs.open(tmp, "wb") as f:
-            f.write(data)
-        fs.mv(tmp, target)
+        self.fs.mv(self._stage(data, target), target)
         return target
 
     def write_set(self, files: dict[str, bytes | pl.DataFrame | dict]) -> list[str]:
@@ -98,15 +101,9 @@ class Storage:
                 if isinstance(value, pl.DataFrame):
                     value = parquet_bytes(value)
                 elif isinstance(value, dict):
-                    value = (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+                    value = json_bytes(value)
                 target = self.url(rel)
-                parent = posixpath.dirname(target)
-                if parent:
-                    self.fs.makedirs(parent, exist_ok=True)
-                tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(target)}")
-                with self.fs.open(tmp, "wb") as f:
-                    f.write(value)
-                staged.append((tmp, target))
+                staged.append((self._stage(value, target), target))
         except BaseException:
             for tmp, _ in staged:
                 self.fs.rm(tmp)
@@ -129,7 +126,7 @@ class Storage:
         return pl.read_parquet(io.BytesIO(self.read_bytes(*parts))).lazy()
 
     def write_json(self, obj: Any, *parts: str) -> str:
-        return self.write_bytes((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), *parts)
+        return self.write_bytes(json_bytes(obj), *parts)
 
     def read_json(self, *parts: str) -> Any:
         return json.loads(self.read_bytes(*parts))
@@ -137,6 +134,10 @@ class Storage:
     def remove(self, *parts: str) -> None:
         if self.exists(*parts):
             self.fs.rm(self.url(*parts), recursive=True)
+
+
+def json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
 
 def parquet_bytes(df: pl.DataFrame) -> bytes:

@@ -101,8 +101,9 @@ def _read_bounded(path: Path, limit: int) -> bytes:
         return f.read(limit + 1)[:limit]
 
 
-def check_folder(folder: Path) -> dict:
-    """Structure and pickle checks; returns the python_function flavor config."""
+def check_folder(folder: Path) -> tuple[dict, list[Path]]:
+    """Structure and pickle checks; returns the python_function flavor config and the folder's
+    files (walked once, kinds checked)."""
     try:
         mlmodel = yaml.safe_load(_read_bounded(folder / "MLmodel", MAX_MLMODEL_BYTES))
     except yaml.YAMLError as e:
@@ -118,19 +119,20 @@ def check_folder(folder: Path) -> dict:
             or conf.get("loader_module") != "mlflow.pyfunc.loaders.code_model"):
         raise ModelFolderError(f"{folder / 'MLmodel'}: the model is stored as a pickle, not from "
                                "code; spotdiff never unpickles a model")
-    for p in _files(folder):
+    files = _files(folder)
+    for p in files:
         if p.suffix.lower() in PICKLE_SUFFIXES:
             raise ModelFolderError(f"{p}: a pickle-format file ({p.suffix}) in a model folder")
         with p.open("rb") as f:
             head = f.read(2)
         if p.suffix != ".safetensors" and head in _PICKLE_MAGIC:
             raise ModelFolderError(f"{p}: a pickle stream in a model folder")
-    return conf
+    return conf, files
 
 
 def artifacts(folder: Path) -> ModelArtifacts:
     """The checkpoint and preprocessing of a checked folder (check_folder first)."""
-    conf = check_folder(folder)
+    conf, _ = check_folder(folder)
     arts = conf.get("artifacts") or {}
     try:
         ckpt = (folder / arts["checkpoint"]["path"]).resolve()
@@ -173,9 +175,9 @@ def _sha256(path: Path) -> str:
 def check_code(folder: Path, root: Path = ROOT) -> None:
     """Every .py in the folder is this installation's own file: the pyfunc source against
     models/pyfunc.py, code/<pkg>/... against <root>/<pkg>/...."""
-    conf = check_folder(folder)
+    conf, files = check_folder(folder)
     own_pyfunc = root / "models" / "pyfunc.py"
-    for p in _files(folder):
+    for p in files:
         if p.suffix in (".pyc", ".pyo", ".so", ".pyd"):
             raise ModelFolderError(f"{p}: compiled code in a model folder")
         if p.suffix != ".py":
