@@ -18,6 +18,8 @@ from assets import quarantine as q
 from assets.finding_states import finding_targets
 from assets.ingest import ingest_images, ingest_questions
 from assets.pairs import build_pairs, read_mimic_all
+from assets.params import ParamsError, typed
+from assets.registration import RegistrationConfig
 from assets.residuals import GroupResult, ResidualConfig, materialize_group, write_root_manifest
 from assets.storage import Storage
 
@@ -111,6 +113,20 @@ def collect_quarantine(prepared: Storage) -> tuple[pl.DataFrame, dict[str, dict]
     table = pl.concat(parts) if parts else q.empty()
     prepared.write_parquet(table, QUARANTINE)
     return table, counts
+
+
+def residual_config(params: dict) -> ResidualConfig:
+    """params.yaml's `residuals` section, each value checked for its type before any work."""
+    r = params["residuals"]
+    get = lambda key, kind: typed(r, "residuals", key, kind)  # noqa: E731
+    iters = r["register_iters"]
+    if not isinstance(iters, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in iters):
+        raise ParamsError(f"params.yaml: residuals.register_iters = {iters!r} is not a list of int")
+    return ResidualConfig(image_size=get("image_size", int), register=get("register", bool),
+                          shard_max_mb=get("shard_max_mb", float), workers=get("workers", int),
+                          batch_size=get("batch_size", int), low_pct=get("low_pct", float),
+                          high_pct=get("high_pct", float),
+                          registration=RegistrationConfig(iters=tuple(iters)))
 
 
 def run_residuals(prepared: Storage, out: Storage, cfg: ResidualConfig, groups: list[str],

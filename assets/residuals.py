@@ -8,8 +8,6 @@ decoding and resizing), registration as one batched torch optimisation per batch
 
 from __future__ import annotations
 
-import os
-
 import hashlib
 import io
 import json
@@ -23,6 +21,7 @@ import torch
 from PIL import Image
 
 from assets import quarantine as q
+from assets.params import resolve_path
 from assets.registration import RegistrationConfig, identity, register_affine
 from assets.shards import MANIFEST_NAME, ShardWriter, encode_image, encode_residual, group_dir
 from assets.storage import FileRefused, Storage, read_url
@@ -145,14 +144,6 @@ class GroupResult:
     quarantine: pl.DataFrame
     skipped: bool
     previews: list[dict]  # a few decoded pairs for pictures: main, ref, ref_registered, residuals
-
-
-def resolve_path(path: str, base: str | None) -> str:
-    """A relative local path of a table, resolved against `base`: the folder the data roots in
-    params.yaml are relative to (the repo root), not whatever folder the step runs in."""
-    if base is None or "://" in path or os.path.isabs(path):
-        return path
-    return os.path.join(base, path)
 
 
 def _load_pair(row: dict, cfg: ResidualConfig, options, base: str | None = None):

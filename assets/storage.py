@@ -2,7 +2,7 @@
 resolved through fsspec, so asset code never branches on where the data lives.
 
 Domain code never reads the environment: the S3 endpoint and keys come in as `options`
-(pipelines/resources.py builds them from env vars). Writes are atomic: the bytes go to a temp
+(assets/params.py `storage_for` builds them from env vars). Writes are atomic: the bytes go to a temp
 name in the destination folder, then one rename, so a reader (or a crashed run) never sees half
 a file. On S3 a rename is a copy + delete, still all-or-nothing for the reader of the final key."""
 

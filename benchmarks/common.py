@@ -22,7 +22,7 @@ PAD, BOS, EOS = 0, 1, 2
 def model_config(profile: str | None) -> dict:
     if profile is None:
         return dict(CPU_MODEL)
-    from pipelines.params import load_params
+    from assets.params import load_params
 
     return dict(load_params(profile=profile)["model"])
 

@@ -74,7 +74,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     res["peak_rss_mb"] = peak_rss_mb()
     if args.pairs_parquet.exists():
-        from pipelines.params import load_params
+        from assets.params import load_params
 
         qt = load_params(profile=args.profile)["pairs"]["question_types"]
         res["data"] = questions_per_pair(args.pairs_parquet, qt)

@@ -14,7 +14,9 @@ See docs/model.md for the conventions (0/0 := 0, off-grammar predictions, normal
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -199,8 +201,20 @@ def _meteor(meteor, gts: dict, res: dict, timeout_s: float = METEOR_TIMEOUT_S) -
 
 # ---- everything -------------------------------------------------------------------------------
 
+DEFAULT_BOOTSTRAP = 1000
+# A report's record of what it scored (models/lifecycle/evaluate.py reuses a report that matches)
+SCORED_WITH = "scored_with"
+
+
+def scored_with(predictions: Path, n_boot: int, seed: int) -> dict:
+    """The predictions file's sha256 (streamed) and the bootstrap settings of a report."""
+    with predictions.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return {"predictions_sha256": digest, "bootstrap": int(n_boot), "seed": int(seed)}
+
+
 def score_predictions(predictions: list[str], answers: list[str], questions: list[str] | None = None,
-                      n_boot: int = 1000, seed: int = 0, nlg: bool = True,
+                      n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, nlg: bool = True,
                       question_types: list[str] | None = None) -> dict:
     """The full report: flat numbers (NLG_KEYS, change_*, exact_match, ...), `ci95`
     {metric: [lo, hi]}, and `per_template` {template of the reference: {n, metrics}}; with

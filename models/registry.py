@@ -33,7 +33,7 @@ class PromotionResult:
     decision: Decision
 
 
-def _metrics_from_tags(tags: dict[str, str], prefix: str = "val.") -> dict[str, float]:
+def metrics_from_tags(tags: dict[str, str], prefix: str = "val.") -> dict[str, float]:
     return {k[len(prefix):]: float(v) for k, v in tags.items() if k.startswith(prefix)}
 
 
@@ -49,7 +49,7 @@ def tag_version(client: MlflowClient, name: str, version: str, *, val_metrics: d
     client.set_registered_model_alias(name, CANDIDATE, version)
 
 
-def _version_by_alias(client: MlflowClient, name: str, alias: str):
+def version_by_alias(client: MlflowClient, name: str, alias: str):
     try:
         return client.get_model_version_by_alias(name, alias)
     except MlflowException:
@@ -58,12 +58,12 @@ def _version_by_alias(client: MlflowClient, name: str, alias: str):
 
 def promote(client: MlflowClient, rule: PromotionRule, name: str = MODEL_NAME) -> PromotionResult:
     """Move `champion` to the `candidate` version iff the rule says so. Idempotent."""
-    candidate = _version_by_alias(client, name, CANDIDATE)
+    candidate = version_by_alias(client, name, CANDIDATE)
     if candidate is None:
         raise LookupError(f"registered model {name!r} has no {CANDIDATE!r} version to promote")
-    champion = _version_by_alias(client, name, CHAMPION)
-    cand_metrics = _metrics_from_tags(candidate.tags)
-    champ_metrics = _metrics_from_tags(champion.tags) if champion is not None else None
+    champion = version_by_alias(client, name, CHAMPION)
+    cand_metrics = metrics_from_tags(candidate.tags)
+    champ_metrics = metrics_from_tags(champion.tags) if champion is not None else None
     # Versions come back as int or str depending on the store: compare and record them as str.
     cand_v = str(candidate.version)
     before = str(champion.version) if champion is not None else None
@@ -92,3 +92,20 @@ def promote(client: MlflowClient, rule: PromotionRule, name: str = MODEL_NAME) -
         client.set_model_version_tag(name, cand_v, "promotion.decision", "promoted")
     after = cand_v if decision.promote else before
     return PromotionResult(name, cand_v, before, after, decision)
+
+
+def aliases_agree(client: MlflowClient, rule: PromotionRule, name: str = MODEL_NAME) -> tuple[bool, dict]:
+    """Re-derive the last promotion decision from the registry's tags alone and check that the
+    `champion` alias is where the rule puts it: (agrees, what was compared)."""
+    cand = version_by_alias(client, name, CANDIDATE)
+    if cand is None:
+        return False, {"reason": "candidate alias missing"}
+    champ = version_by_alias(client, name, CHAMPION)
+    before = cand.tags.get("promotion.champion_before") or None
+    prev = client.get_model_version(name, before) if before else None
+    d = decide(rule, metrics_from_tags(cand.tags), metrics_from_tags(prev.tags) if prev else None)
+    expected = str(cand.version) if d.promote else before
+    now = str(champ.version) if champ is not None else None  # a gate may refuse the first candidate
+    ok = now == expected and cand.tags.get("promotion.decision") in ("promoted", "kept_champion")
+    return ok, {"candidate": str(cand.version), "champion": now or "none", "rule_says": d.code,
+                "reason": cand.tags.get("promotion.reason", "")}

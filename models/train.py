@@ -1,6 +1,6 @@
 """Train ReAl on Ray Train (V2 `TorchTrainer`): the orchestration around models/train_loop.py.
 
-    spotdiff train [--profile smoke]            (pipelines/commands/train.py)
+    spotdiff train [--profile smoke]            (models/lifecycle/train.py from params)
 
 The driver trains the tokenizer, opens the MLflow run, launches the workers (DDP: gloo on CPU,
 nccl + bf16 autocast on GPU), then picks the best checkpoint *by validation*, scores the test
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from models import checkpoint as ckpt
+from models.metrics import DEFAULT_BOOTSTRAP, SCORED_WITH, scored_with
 from models.train_loop import DataSpec, NullTracker, Runtime, TrainConfig, train
 
 TOKENIZER_TRAIN_SPLIT = "train"
@@ -212,14 +213,17 @@ def fit(train_cfg: TrainConfig, model_cfg: dict, data: DataSpec, scaling: Scalin
     shutil.rmtree(best_dir, ignore_errors=True)
     best_ckpt.to_directory(str(best_dir))
     report, predictions = score_test(best_dir, data, train_cfg, test_num_beams, score_kwargs)
-    (out / "test_report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    preds_path = out / "test_predictions.jsonl"
+    preds_path.write_text("".join(json.dumps(r) + "\n" for r in predictions))
+    # what it scored, so the evaluation step reuses this report instead of scoring again
+    kw = score_kwargs or {}
+    scored = scored_with(preds_path, kw.get("n_boot", DEFAULT_BOOTSTRAP), kw.get("seed", 0))
+    (out / "test_report.json").write_text(json.dumps({**report, SCORED_WITH: scored}, indent=2, sort_keys=True))
     test_metrics = {k: float(v) for k, v in report.items() if isinstance(v, (int, float))}
     # per question type, flat for MLflow and metrics.json: type/<type>/<metric>
     test_metrics.update({f"type/{qt}/{k}": float(v) for qt, row in report.get("per_type", {}).items()
                          for k, v in row.items()})
     steps = int(result.metrics["step"])
-    preds_path = out / "test_predictions.jsonl"
-    preds_path.write_text("".join(json.dumps(r) + "\n" for r in predictions))
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps({
         "run_name": run.name, "mlflow_run_id": run_id, "steps": steps,

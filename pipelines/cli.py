@@ -11,12 +11,12 @@ import pipelines.env  # noqa: F401  (telemetry off first)
 
 import typer
 
-from pipelines.commands import data, evaluate, pretrain, registry, synth, train
+from pipelines.commands import ablate, data, evaluate, pretrain, registry, synth, train
 
 app = typer.Typer(help="spotdiff: difference VQA on chest X-rays (ReAl).", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
 
-for module in (synth, data, pretrain, train, evaluate, registry):
+for module in (synth, data, pretrain, train, ablate, evaluate, registry):
     module.register(app)
 
 

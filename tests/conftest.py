@@ -14,7 +14,7 @@ def smoke_dataset(tmp_path_factory) -> Path:
     process (workers=1), so the CT stays loaded for later synth tests."""
     from assets.synth.generate import generate
     from assets.synth.plan import SynthConfig
-    from pipelines.params import load_params
+    from assets.params import load_params
 
     p = load_params(Path(__file__).resolve().parents[1] / "params.yaml", profile="smoke")["synth"]
     cfg = SynthConfig.from_section(p, workers=1)

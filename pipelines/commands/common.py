@@ -9,14 +9,12 @@ from typing import Iterator
 import typer
 from rich.console import Console
 
-from pipelines.params import ParamsError, load_params
+from assets.params import ParamsError, UserError, load_params
+
+__all__ = ["UserError", "err_console", "params_for", "user_errors"]
 
 # soft_wrap: an error is one line whatever the terminal width (CI has no TTY and wraps at 80).
 err_console = Console(stderr=True, soft_wrap=True)
-
-
-class UserError(Exception):
-    """A mistake the user can fix (bad path, bad value). Printed without a traceback."""
 
 
 @contextlib.contextmanager

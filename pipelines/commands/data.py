@@ -63,7 +63,7 @@ def _ingest(p: dict):
 
     from assets import prepare
     from assets.ingest import SchemaError
-    from pipelines.resources import storage_for
+    from assets.params import storage_for
 
     d = p["data"]
     prepared = storage_for(d["prepared_root"])
@@ -82,7 +82,7 @@ def _ingest(p: dict):
 
 def _pairs(p: dict):
     from assets import prepare
-    from pipelines.resources import storage_for
+    from assets.params import storage_for
 
     d = p["data"]
     prepared = storage_for(d["prepared_root"])
@@ -142,11 +142,12 @@ def register(app: typer.Typer) -> None:
 
             from assets import prepare
             from assets.residuals import GROUPS, group_dir
-            from pipelines.params import repo_root
-            from pipelines.resources import residual_config, storage_for
+            from assets.params import repo_root
+            from assets.params import storage_for
+            from assets.prepare import residual_config
 
             p = params_for(profile)
-            from pipelines.params import resolve_path
+            from assets.params import resolve_path
 
             pre = storage_for(_flag_path(prepared) if prepared else resolve_path(p["data"]["prepared_root"]))
             dest = storage_for(_flag_path(out) if out else resolve_path(p["data"]["residuals_root"]))

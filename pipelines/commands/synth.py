@@ -1,6 +1,8 @@
-"""`spotdiff synth`: generate the embedded dataset (MIMIC-CXR-JPG v2.0.0 + Medical-Diff-VQA
-layout, rendered from a real chest CT). Unset options come from params.yaml's `synth` section of
-the chosen profile. Domain code: assets/synth/generate.py."""
+"""`spotdiff synth`: the embedded dataset (MIMIC-CXR-JPG v2.0.0 + Medical-Diff-VQA layout,
+rendered from a real chest CT). Without --out it is the pipeline's raw-input step
+(assets/embedded.py, the same call as the DVC stage `synth` and the Dagster asset
+`embedded_dataset`): rendered into data.embedded_root, or only observed when params' data roots
+point at a download. With --out it renders a dataset there (options override params' `synth`)."""
 
 from __future__ import annotations
 
@@ -16,33 +18,54 @@ def register(app: typer.Typer) -> None:
     app.command("synth")(synth)
 
 
+def _summary_line(summary: dict, out) -> str:
+    return (f"wrote {summary['subjects']} subjects, {summary['studies']} studies, {summary['images']} images "
+            f"({summary['frontal_images']} frontal), {summary['questions']} questions "
+            f"({summary['difference_questions']} difference) to {out} in {summary['seconds']} s")
+
+
 def synth(
-    out: Path = typer.Option(..., "--out", help="Output root (gets mimic-cxr-jpg/, medical-diff-vqa/, ground_truth/)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output root (gets mimic-cxr-jpg/, medical-diff-vqa/, "
+                                                           "ground_truth/); default: data.embedded_root, "
+                                                           "rendered only when the data roots point into it"),
     subjects: Optional[int] = typer.Option(None, "--subjects", help="Number of subjects (default: params.yaml)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed: same seed and params, same bytes."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="JPEG side in pixels."),
     profile: Optional[str] = typer.Option(None, "--profile", help="params.yaml profile: smoke or default."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: params.yaml)."),
 ) -> None:
-    """Render the embedded chest X-ray dataset with exact ground truth."""
+    """Render the embedded chest X-ray dataset with exact ground truth (or observe a download)."""
     with user_errors():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from assets.synth.generate import generate
-        from assets.synth.plan import SynthConfig
+        from assets.embedded import materialize_embedded, renders_embedded, synth_config
 
-        p = params_for(profile)["synth"]
-        try:
-            cfg = SynthConfig.from_section(p, subjects=subjects, seed=seed, image_size=image_size, workers=workers)
-        except (ValueError, TypeError, KeyError) as e:
-            raise UserError(f"synth options: {e}") from e
-        if out.exists() and not out.is_dir():
+        params = params_for(profile)
+        options = {"subjects": subjects, "seed": seed, "image_size": image_size, "workers": workers}
+        if out is None and any(v is not None for v in options.values()):
+            raise UserError("--subjects/--seed/--image-size/--workers need --out; the pipeline's "
+                            "dataset takes params.yaml's synth section")
+        cfg = synth_config(params, **options) if out is not None else None  # checked before any bar
+        if out is not None and out.exists() and not out.is_dir():
             raise UserError(f"--out {out}: exists and is not a directory")
-        with Progress(TextColumn("rendering subjects"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
-            task = bar.add_task("synth", total=cfg.subjects)
-            summary = generate(out, cfg, progress=lambda n: bar.advance(task, n))
-        typer.echo(
-            f"wrote {summary['subjects']} subjects, {summary['studies']} studies, {summary['images']} images "
-            f"({summary['frontal_images']} frontal), {summary['questions']} questions "
-            f"({summary['difference_questions']} difference) to {out} in {summary['seconds']} s"
-        )
+        if out is None and not renders_embedded(params):
+            report = materialize_embedded(params)  # a download: observed, nothing to render
+        else:
+            with Progress(TextColumn("rendering subjects"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn()) as bar:
+                task = bar.add_task("synth", total=None)
+                advance = lambda n: bar.advance(task, n)  # noqa: E731
+                if out is None:
+                    report = materialize_embedded(params, advance, on_total=lambda n: bar.update(task, total=n))
+                else:
+                    from assets.synth.generate import generate
+
+                    bar.update(task, total=cfg.subjects)
+                    report = {"mode": "rendered", **generate(out, cfg, progress=advance)}
+        out = out or params["data"]["embedded_root"]
+        if report["mode"] == "observed":
+            typer.echo(f"observed the download at {report['mimic_root']} and {report['diffvqa_root']} "
+                       f"(nothing rendered): {sum(len(t) for t in report['tables'].values())} tables "
+                       f"fingerprinted in {out}/observed.json")
+        else:
+            typer.echo(_summary_line(report, out))

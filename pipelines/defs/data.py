@@ -1,9 +1,12 @@
 """Dagster assets of the data half: thin adapters over assets.prepare (the same functions the
 `spotdiff` CLI and the DVC stages call), with their asset checks.
 
-    mimic_images ─┐
-                  ├─ study_pairs ─┬─ quarantine
-    diffvqa_questions ┘           └─ residual_images (partitioned p10..p19)
+                      ┌─ mimic_images ──────┐
+    embedded_dataset ─┤                     ├─ study_pairs ─┬─ quarantine
+                      └─ diffvqa_questions ─┘               └─ residual_images (partitioned p10..p19)
+
+embedded_dataset renders the embedded dataset when the data roots point into it (a fresh
+clone's "Materialize all" has data) and only fingerprints a user's download otherwise.
 
 Each asset writes its own files under params data.prepared_root / data.residuals_root (no IO
 manager: the files are the contract training and DVC read) and reports row counts, schema, a
@@ -22,8 +25,11 @@ from assets.quarantine import reason_counts
 from assets.residuals import GROUPS, materialize_group, preview_grid, read_group_back, write_root_manifest
 from assets.shards import SHARD_SCHEMA
 from assets.storage import frame_hash
-from pipelines.params import repo_root
-from pipelines.resources import GreatExpectationsResource, SpotdiffParams, residual_config, storage_for
+from assets.embedded import data_version as embedded_version
+from assets.embedded import materialize_embedded
+from assets.params import repo_root, storage_for
+from assets.prepare import residual_config
+from pipelines.resources import GreatExpectationsResource, SpotdiffParams
 
 GROUP = "data"
 mimic_groups = dg.StaticPartitionsDefinition(list(GROUPS))
@@ -61,7 +67,18 @@ def _quarantine_part(params: SpotdiffParams, asset: str) -> pl.DataFrame:
     return params.storage("prepared_root").read_parquet("quarantine", f"{asset}.parquet")
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "parquet"},
+@dg.asset(group_name=GROUP, kinds={"python"},
+          description="The raw input: the embedded dataset rendered into data.embedded_root, or the "
+                      "MIMIC-CXR-JPG / Medical-Diff-VQA download the data roots name, observed (fingerprinted).")
+def embedded_dataset(context: dg.AssetExecutionContext, params: SpotdiffParams) -> dg.MaterializeResult:
+    report = materialize_embedded(params.params())
+    tables = report.pop("tables")
+    meta = {k: (v if isinstance(v, (int, float, str)) else dg.MetadataValue.json(v)) for k, v in report.items()}
+    meta["tables"] = dg.MetadataValue.json(tables)
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(embedded_version({"tables": tables})))
+
+
+@dg.asset(group_name=GROUP, kinds={"polars", "parquet"}, deps=[embedded_dataset],
           description="MIMIC-CXR-JPG metadata ⨝ split ⨝ chexpert (polars lazy scans): one row per image with its path.")
 def mimic_images(params: SpotdiffParams) -> dg.MaterializeResult:
     d = params.params()["data"]
@@ -70,7 +87,7 @@ def mimic_images(params: SpotdiffParams) -> dg.MaterializeResult:
     return _table_result(table, counts, prepared.url(prepare.IMAGES), _quarantine_part(params, "mimic_images"))
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "parquet"},
+@dg.asset(group_name=GROUP, kinds={"polars", "parquet"}, deps=[embedded_dataset],
           description="mimic_pair_questions.csv normalised; the configured question types kept; stable question_id.")
 def diffvqa_questions(params: SpotdiffParams) -> dg.MaterializeResult:
     p = params.params()
@@ -198,7 +215,7 @@ data_job = dg.define_asset_job("data", selection=dg.AssetSelection.groups(GROUP)
                                description="Ingest, pair, validate and materialise residual images.")
 
 defs = dg.Definitions(
-    assets=[mimic_images, diffvqa_questions, study_pairs, quarantine, residual_images],
+    assets=[embedded_dataset, mimic_images, diffvqa_questions, study_pairs, quarantine, residual_images],
     asset_checks=[mimic_images_valid, diffvqa_questions_valid, study_pairs_valid, study_pairs_subject_disjoint,
                   quarantine_accounts],
     jobs=[data_job],

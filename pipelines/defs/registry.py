@@ -1,16 +1,15 @@
 """Dagster assets of the model registry: `registered_model` logs the evaluated model as the
 MLflow pyfunc and registers it (alias candidate), `champion_model` applies the promotion rule
-(alias champion), and the asset check `promotion_rule` re-derives the decision from the registry
-tags and checks the aliases agree with it. Same functions as `spotdiff register/promote` and the
-DVC stages (pipelines/commands/registry.py)."""
+(alias champion) and, as its check `promotion_rule`, re-derives the decision from the registry
+tags with the same params. Same functions as `spotdiff register/promote` and the DVC stages
+(models/lifecycle/registry.py)."""
 
 # No `from __future__ import annotations`: Dagster resolves Config annotations at definition time.
 import base64
-from pathlib import Path
 
 import dagster as dg
 
-from pipelines.params import load_params
+from assets.params import load_params
 
 
 class RegistryConfig(dg.Config):
@@ -26,12 +25,10 @@ def _png_md(path) -> dg.MetadataValue:
 @dg.asset(deps=["evaluation"], group_name="registry", kinds={"mlflow"})
 def registered_model(config: RegistryConfig) -> dg.MaterializeResult:
     """The trained ReAl as an MLflow pyfunc, a version of spotdiff-real with alias candidate."""
-    from pipelines.commands.registry import register_from_params, registry_dir
-    from pipelines.params import resolve_path
+    from models.lifecycle.registry import register, registry_dir
 
     params = load_params(profile=config.profile)
-    # the evaluation asset's re-scoring of the test predictions becomes the test.* tags
-    reg = register_from_params(params, Path(resolve_path(params["train"]["output_dir"])) / "evaluation.json")
+    reg = register(params)  # test.* tags from the evaluation asset's metrics file
     folder = registry_dir(params)
     return dg.MaterializeResult(metadata={
         "model_uri": reg.model_uri, "version": reg.version, "mlflow_run_id": reg.run_id,
@@ -42,40 +39,19 @@ def registered_model(config: RegistryConfig) -> dg.MaterializeResult:
     })
 
 
-@dg.asset(deps=[registered_model], group_name="registry", kinds={"mlflow"})
-def champion_model(config: RegistryConfig) -> dg.MaterializeResult:
+@dg.asset(deps=[registered_model], group_name="registry", kinds={"mlflow"},
+          check_specs=[dg.AssetCheckSpec("promotion_rule", asset="champion_model",
+                                         description="the champion alias agrees with the promotion "
+                                                     "rule re-applied to the registry's tags")])
+def champion_model(config: RegistryConfig):
     """Alias champion, moved to the candidate only when the promotion rule says so."""
-    from pipelines.commands.registry import promote_from_params
+    from models.lifecycle.registry import promote, promotion_check
 
-    _, summary = promote_from_params(load_params(profile=config.profile))
-    return dg.MaterializeResult(metadata={k: ("" if v is None else v) for k, v in summary.items()})
-
-
-@dg.asset_check(asset=champion_model, description="the champion alias agrees with the promotion "
-                "rule re-applied to the registry's tags")
-def promotion_rule() -> dg.AssetCheckResult:
-    from models.promotion import PromotionRule, decide
-    from models.registry import CANDIDATE, CHAMPION, _metrics_from_tags, _version_by_alias
-    from models.tracking import client_for
-    from pipelines.commands.train import tracking_uri
-
-    params = load_params()
-    r = params["registry"]
-    client = client_for(tracking_uri(params))
-    cand = _version_by_alias(client, r["model_name"], CANDIDATE)
-    champ = _version_by_alias(client, r["model_name"], CHAMPION)
-    if cand is None:
-        return dg.AssetCheckResult(passed=False, metadata={"reason": "candidate alias missing"})
-    rule = PromotionRule.from_params(r)
-    before = cand.tags.get("promotion.champion_before") or None
-    prev = client.get_model_version(r["model_name"], before) if before else None
-    d = decide(rule, _metrics_from_tags(cand.tags), _metrics_from_tags(prev.tags) if prev else None)
-    expected = str(cand.version) if d.promote else before
-    now = str(champ.version) if champ is not None else None  # a gate may refuse the first candidate
-    ok = now == expected and cand.tags.get("promotion.decision") in ("promoted", "kept_champion")
-    return dg.AssetCheckResult(passed=ok, metadata={
-        "candidate": str(cand.version), "champion": now or "none", "rule_says": d.code,
-        "reason": cand.tags.get("promotion.reason", "")})
+    params = load_params(profile=config.profile)
+    _, summary = promote(params)
+    yield dg.MaterializeResult(metadata={k: ("" if v is None else v) for k, v in summary.items()})
+    ok, seen = promotion_check(params)
+    yield dg.AssetCheckResult(check_name="promotion_rule", passed=ok, metadata=seen)
 
 
-defs = dg.Definitions(assets=[registered_model, champion_model], asset_checks=[promotion_rule])
+defs = dg.Definitions(assets=[registered_model, champion_model])

@@ -98,7 +98,7 @@ def test_the_default_plan_never_asks_one_question_twice_about_a_pair():
 
     from assets.synth.plan import SynthConfig, make_plan
     from assets.synth.writer import question_tables
-    from pipelines.params import load_params
+    from assets.params import load_params
 
     section = load_params(Path(__file__).resolve().parents[2] / "params.yaml", profile="default")["synth"]
     cfg = SynthConfig.from_section(section, workers=1)

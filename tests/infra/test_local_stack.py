@@ -431,8 +431,8 @@ def test_training_on_the_ray_cluster_checkpoints_on_s3_tracked_in_mlflow(stack, 
                  "registry": {"model_name": name, "output_dir": str(tmp_path / "registry")}}
     code = ("import pipelines.env, json, sys, dataclasses\n"
             "from pipelines.commands.common import params_for\n"
-            "from pipelines.commands.registry import register_from_params\n"
-            "reg = register_from_params(params_for('smoke', json.loads(sys.argv[1])))\n"
+            "from models.lifecycle.registry import register\n"
+            "reg = register(params_for('smoke', json.loads(sys.argv[1])))\n"
             "print(json.dumps(dataclasses.asdict(reg)))")
     r = subprocess.run([sys.executable, "-c", code, json.dumps(overrides)], capture_output=True,
                        text=True, timeout=600, cwd=INFRA.parent, env={**os.environ, **stack.env()})

@@ -171,7 +171,7 @@ def test_helm_values_match(helm):
 
 
 def test_rayjob_matches(rayjob):
-    from pipelines.params import load_params
+    from assets.params import load_params
     spec = rayjob["spec"]["rayClusterSpec"]
     assert spec["rayVersion"] == S.RAY_VERSION
     pods = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]

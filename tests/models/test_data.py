@@ -116,7 +116,7 @@ def test_storage_url_roots_stream_the_same_pairs(tiny, scheme):
         residuals, pairs = f"{base}/residuals", f"{base}/pairs.parquet"
     else:
         residuals, pairs = tiny.residuals_root.as_uri(), tiny.pairs_parquet.as_uri()
-    options = {}  # what pipelines.resources.storage_options returns for a non-s3 root
+    options = {}  # what assets.params.storage_options returns for a non-s3 root
     assert load_questions(pairs, "train", ["all"], options) == \
         load_questions(tiny.pairs_parquet, "train", ["all"])
     qs = load_questions(tiny.pairs_parquet, "train", ["difference"])

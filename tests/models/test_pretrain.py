@@ -55,14 +55,14 @@ def test_resnet_encoder_round_trips_through_torchvision_names(tmp_path):
     ({"pretrain": {"epochs": 0}}, "pretrain.epochs is 0"),
 ])
 def test_stage_skips_cleanly_and_train_uses_the_users_weights(tmp_path, monkeypatch, override, reason):
-    from pipelines.commands.pretrain import encoder_for_training, pretrain_from_params
-    from pipelines.params import load_params
+    from models.lifecycle.pretrain import encoder_for_training, pretrain
+    from assets.params import load_params
 
     params = load_params(profile="smoke", overrides={"pretrain": {"output_dir": str(tmp_path / "pre")},
                                                      **{k: v for k, v in override.items() if k != "pretrain"}})
     if "pretrain" in override:
         params["pretrain"].update(override["pretrain"])
-    report = pretrain_from_params(params)
+    report = pretrain(params)
     assert reason in report["skipped"]
     assert json.loads((tmp_path / "pre" / REPORT_FILE).read_text())["skipped"] == report["skipped"]
     assert not (tmp_path / "pre" / ENCODER_FILE).exists()
@@ -71,8 +71,8 @@ def test_stage_skips_cleanly_and_train_uses_the_users_weights(tmp_path, monkeypa
 
 def test_train_refuses_to_start_without_the_stages_encoder(tmp_path):
     from pipelines.commands.common import UserError
-    from pipelines.commands.pretrain import encoder_for_training
-    from pipelines.params import load_params
+    from models.lifecycle.pretrain import encoder_for_training
+    from assets.params import load_params
 
     params = load_params(profile="smoke", overrides={"pretrain": {"epochs": 1, "output_dir": str(tmp_path)}})
     with pytest.raises(UserError, match="run the pretraining stage first"):

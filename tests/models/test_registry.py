@@ -121,7 +121,7 @@ def test_gate(cand, champ, code):
 
 
 def test_gate_is_built_from_params_once():
-    from pipelines.params import load_params
+    from assets.params import load_params
 
     rule = PromotionRule.from_params(load_params(profile="default")["registry"])
     assert rule.floor_margin > 0 and rule.min_parse_rate >= 0.99

@@ -8,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pipelines.params import params_path
+from assets.params import params_path
 
 GENERAL = "what has changed compared to the reference image?"
 AREA = "what has changed in the left lung area?"

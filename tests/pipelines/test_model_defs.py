@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from pipelines.cli import app
 from pipelines.commands.common import UserError
-from pipelines.commands.train import parse_sets
+from assets.params import parse_sets
 from pipelines.definitions import defs
 
 

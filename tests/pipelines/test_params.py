@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.params import ParamsError, flatten, load_params
+from assets.params import ParamsError, flatten, load_params
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,7 +63,7 @@ def test_flatten():
 def test_a_dvc_stage_refuses_a_profile_params_yaml_does_not_record(tmp_path, monkeypatch):
     """Under DVC (DVC_STAGE set) the profile must be the one params.yaml names: dvc.lock records
     the file, so an environment-only profile would be locked as another."""
-    from pipelines.params import ParamsError, load_params
+    from assets.params import ParamsError, load_params
 
     path = tmp_path / "params.yaml"
     path.write_text("profile: default\nx: {a: 1}\nprofiles:\n  default: {}\n  smoke: {x: {a: 2}}\n")

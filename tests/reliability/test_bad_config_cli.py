@@ -6,7 +6,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pipelines.params import PARAMS_ENV
+from assets.params import PARAMS_ENV
 from tests.fixtures.tiny_mimic import write_tiny
 
 runner = CliRunner()
@@ -31,7 +31,7 @@ def _flat(output: str) -> str:
     ("register_iters", "40,20"),
 ])
 def test_unparseable_params_value_names_the_key(prepared, tmp_path, monkeypatch, key, value):
-    from pipelines.params import repo_root
+    from assets.params import repo_root
 
     params = yaml.safe_load((repo_root() / "params.yaml").read_text())
     params["residuals"][key] = value

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pipelines.commands.evaluate import MAX_LINE_BYTES
+from models.lifecycle.evaluate import MAX_LINE_BYTES
 
 REPO = Path(__file__).resolve().parents[2]
 ANSWER = "the main image has an additional finding of edema than the reference image. "

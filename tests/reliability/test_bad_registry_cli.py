@@ -44,7 +44,7 @@ def pair(tmp_path):
 ])
 def test_ask_bad_heatmap_path_is_refused_before_the_model_answers(tmp_path, params_env, pair, monkeypatch,
                                                                    case, message):
-    import pipelines.commands.registry as reg
+    import models.lifecycle.registry as reg
 
     def must_not_load(*a, **k):
         raise AssertionError("the model was loaded before --heatmap was checked")
@@ -85,7 +85,7 @@ def read_only_store(tmp_path_factory) -> str:
     from mlflow import MlflowClient
 
     from models.registry import tag_version
-    from pipelines.params import load_params
+    from assets.params import load_params
 
     name = load_params(REPO / "params.yaml")["registry"]["model_name"]
     tmp = tmp_path_factory.mktemp("store")

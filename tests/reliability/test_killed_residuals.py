@@ -17,7 +17,7 @@ import yaml
 
 from assets import prepare
 from assets.storage import Storage, content_hash
-from pipelines.params import PARAMS_ENV, repo_root
+from assets.params import PARAMS_ENV, repo_root
 from tests.fixtures.tiny_mimic import write_tiny
 
 

@@ -117,7 +117,7 @@ def test_no_credentials_in_tracked_files():
 
 def test_s3_keys_come_from_the_environment(monkeypatch):
     """Storage options carry only the endpoint; boto reads AWS_* keys from the environment."""
-    from pipelines.resources import storage_options
+    from assets.params import storage_options
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-in-any-file")

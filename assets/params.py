@@ -1,5 +1,9 @@
 """Read params.yaml: the one config of the Dagster assets, the DVC stages and the CLI.
 
+It lives in the lowest layer because both halves read it: the data API (assets/prepare.py) and
+the model API (models/lifecycle/) take the resolved dict, and the adapters in pipelines/ only
+choose the profile and the overrides.
+
 Layering, lowest first: params.yaml's top-level sections (the `default` profile), the chosen
 profile's overlay from `profiles:`, environment variables for the data roots, then explicit
 overrides from a CLI flag or a Dagster run config. The resolved dict is what gets logged."""
@@ -22,7 +26,12 @@ ENV_OVERRIDES = {
 }
 
 
-class ParamsError(ValueError):
+class UserError(Exception):
+    """A mistake the user can fix (bad path, bad value, a step not run yet): every entry point
+    prints it as one line (the CLI with exit code 2), never as a traceback."""
+
+
+class ParamsError(UserError, ValueError):
     """params.yaml is missing, unparseable, or names a profile/key that does not exist."""
 
 
@@ -32,12 +41,32 @@ def repo_root() -> Path:
     return params_path().parent
 
 
-def resolve_path(path: str) -> str:
-    """A local path from params.yaml resolved against the repo root, where its data roots are
-    relative to (Ray workers, DVC and a user in another folder may run elsewhere); URLs as is."""
-    if "://" in path:
+def resolve_path(path: str, base: str | Path | None = None) -> str:
+    """A local path resolved against `base` (default: the repo root, where params.yaml's paths
+    and the image paths in the tables are relative to; Ray workers, DVC and a user in another
+    folder may run elsewhere). Absolute paths and URLs as they are."""
+    if "://" in path or os.path.isabs(path):
         return path
+    if base is not None:
+        return os.path.join(base, path)
     return str((repo_root() / path).resolve())
+
+
+def storage_options(root: str) -> dict[str, Any]:
+    """fsspec options for a root: the S3 endpoint from the usual env vars (SPOTDIFF_S3_ENDPOINT
+    wins over AWS_ENDPOINT_URL; keys are read by s3fs itself). Read here, at the edge, so the
+    storage layer below never reads the environment."""
+    if not root.startswith("s3://"):
+        return {}
+    endpoint = os.environ.get("SPOTDIFF_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+    return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+
+
+def storage_for(root: str):
+    """The Storage (assets/storage.py) of a root from params.yaml: a local path or s3:// URL."""
+    from assets.storage import Storage
+
+    return Storage(str(root), storage_options(str(root)))
 
 
 def params_path() -> Path:
@@ -101,3 +130,36 @@ def flatten(params: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def parse_sets(sets: list[str] | None) -> dict:
+    """["train.epochs=3", "model.use_rfa=false"] -> nested overrides (values parsed as YAML):
+    the `--set` of the CLI and the `sets` of a Dagster run config."""
+    out: dict = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected section.key=value")
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def typed(section: dict, where: str, key: str, kind: type):
+    """section[key] as `kind`, or a ParamsError naming the key: `image_size: big` must say so
+    before any work, not surface as a ValueError traceback from deep inside. bool is strict
+    (bool("no") is True)."""
+    value = section[key]
+    try:
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ParamsError(f"params.yaml: {where}.{key} = {value!r} is not a {kind.__name__}") from None

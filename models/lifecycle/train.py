@@ -1,0 +1,60 @@
+"""Train ReAl from params: the plain specs models/train.py takes, then one Ray Train run."""
+
+from __future__ import annotations
+
+from assets.params import UserError, flatten, repo_root, resolve_path, storage_for
+from models.lifecycle.runs import new_run_name, tracking_uri, training_question_types
+
+TRAIN_LOOP_KEYS = ("epochs", "pairs_per_batch", "lr", "weight_decay", "warmup_steps", "grad_clip",
+                   "seed", "deterministic", "log_every", "crop_scale", "brightness", "contrast",
+                   "sharpness", "shuffle_buffer", "val_max_pairs", "val_num_beams",
+                   "select_metric", "select_mode", "swap_prob")
+
+
+def train(params: dict, run_name: str | None = None, tags: dict | None = None):
+    """Everything a training run needs, from resolved params. Returns models.train.FitResult."""
+    from assets.prepare import FINDING_TARGETS
+    from assets.shards import MANIFEST_NAME
+    from models.lifecycle.pretrain import encoder_for_training
+    from models.tracking import TrackingUnreachable, check_reachable, data_version, git_commit
+    from models.train import RunSpec, ScalingSpec, TrackingSpec, fit
+    from models.train_loop import DataSpec, TrainConfig
+
+    try:
+        check_reachable(tracking_uri(params))  # before any data is read or Ray is started
+    except TrackingUnreachable as e:
+        raise UserError(str(e)) from e
+    t, d = params["train"], params["data"]
+    # Local folders or s3:// URLs alike, through the one storage layer (endpoint from env).
+    residuals, prepared = storage_for(resolve_path(d["residuals_root"])), storage_for(resolve_path(d["prepared_root"]))
+    for store, name in ((residuals, MANIFEST_NAME), (prepared, "pairs.parquet")):
+        if not store.exists(name):
+            raise UserError(f"{store.url(name)}: not found; materialize the data first "
+                            "(`dagster asset materialize` or `dvc repro residuals`)")
+    if "model" not in params:
+        raise UserError("params.yaml: no `model` section")
+    model_cfg = {**params["model"], "pretrained_resnet": encoder_for_training(params)}
+    name = run_name or t["run_name"] or new_run_name(params["profile"])
+    train_cfg = TrainConfig(**{k: t[k] for k in TRAIN_LOOP_KEYS},
+                            question_types=training_question_types(params))
+    tr = params["tracking"]
+    return fit(
+        train_cfg, model_cfg,
+        DataSpec(residuals.root, prepared.url("pairs.parquet"), tokenizer_dir="",
+                 residuals_options=residuals.options, pairs_options=prepared.options,
+                 targets_parquet=(prepared.url(FINDING_TARGETS) if prepared.exists(FINDING_TARGETS)
+                                  else None)),
+        ScalingSpec(t["num_workers"], t["use_gpu"], dict(t["resources_per_worker"])),
+        RunSpec(name, resolve_path(t["storage_path"]), resolve_path(t["output_dir"]), t["max_failures"],
+                t["num_to_keep"]),
+        TrackingSpec(tracking_uri(params), tr["experiment"], tr["system_metrics"],
+                     tr["system_metrics_interval_s"], tr["sample_predictions"]),
+        params_flat=flatten(params),
+        tags={"git_commit": git_commit(repo_root()),
+              "data_version": data_version(residuals.read_bytes(MANIFEST_NAME),
+                                           prepared.read_bytes("pairs.parquet")),
+              "profile": params["profile"], **(tags or {})},
+        test_num_beams=t["test_num_beams"],
+        score_kwargs=({"n_boot": params["evaluate"]["bootstrap"], "seed": params["evaluate"]["seed"]}
+                      if "evaluate" in params else None),
+    )
