@@ -119,3 +119,41 @@ def test_summary_prints_the_headline_and_writes_the_whole_report(tmp_path, param
     report = json.loads(out.read_text())
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 3 and f"change-F1 {report['change_f1']:.3f}" in lines[1]
+
+
+def test_the_pipeline_evaluation_reuses_trainings_report_only_for_the_same_file(tmp_path, monkeypatch):
+    """Without --predictions: train.output_dir's predictions into evaluate.metrics_file. Training's
+    test_report.json is the evaluation when it scored exactly this file with these settings
+    (sha256 + bootstrap + seed); any other file or setting is scored afresh."""
+    import yaml
+
+    from models.metrics import SCORED_WITH, score_predictions, scored_with
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"]["output_dir"] = str(tmp_path / "model")
+    raw["evaluate"].update({"metrics_file": str(tmp_path / "metrics.json"), "bootstrap": 20})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("SPOTDIFF_PARAMS", str(tmp_path / "params.yaml"))
+    monkeypatch.delenv("SPOTDIFF_PROFILE", raising=False)
+    (tmp_path / "model").mkdir()
+    preds = write_jsonl(tmp_path / "model/test_predictions.jsonl",
+                        [{"answer": a, "prediction": p} for a, p in zip(ANSWERS[:4], PREDICTIONS[:4])])
+    scored = score_predictions(PREDICTIONS[:4], ANSWERS[:4], n_boot=20, seed=0, nlg=False)
+    # what training writes (nlg off here only to keep it quick; the marker tells the two apart)
+    report = {**scored, "reused_marker": 1, SCORED_WITH: scored_with(preds, 20, 0)}
+    (tmp_path / "model/test_report.json").write_text(json.dumps(report))
+
+    r = CliRunner().invoke(app, ["evaluate", "--summary"])
+    assert r.exit_code == 0, r.output
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["reused_marker"] == 1 and SCORED_WITH not in written
+    assert f"wrote {tmp_path / 'metrics.json'}: 4 answers" in r.output
+
+    r = CliRunner().invoke(app, ["evaluate", "--bootstrap", "30"])  # another setting: scored again
+    assert r.exit_code == 0, r.output
+    assert "reused_marker" not in json.loads((tmp_path / "metrics.json").read_text())
+
+    write_jsonl(preds, [{"answer": a, "prediction": a} for a in ANSWERS[:4]])  # another file
+    r = CliRunner().invoke(app, ["evaluate"])
+    again = json.loads((tmp_path / "metrics.json").read_text())
+    assert "reused_marker" not in again and again["change_f1"] == 1.0
