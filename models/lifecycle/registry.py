@@ -67,9 +67,8 @@ def register(params: dict, metrics_file: Path | None = None):
         val["prior_change_f1"] = float(prior["change_f1"])
     test = {k: float(v) for k, v in (tm.get("test") or {}).items() if isinstance(v, (int, float))}
     metrics_file = metrics_file or Path(resolve_path(params["evaluate"]["metrics_file"]))
-    if metrics_file.exists():  # the evaluation step's report
-        test.update({k: float(v) for k, v in json.loads(metrics_file.read_text()).items()
-                     if isinstance(v, (int, float))})
+    report = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}  # the evaluation's
+    test.update({k: float(v) for k, v in report.items() if isinstance(v, (int, float))})
     uri = tracking_uri(params)
     tags = client_for(uri).get_run(tm["mlflow_run_id"]).data.tags
     reg = serving.log_and_register(
@@ -79,8 +78,27 @@ def register(params: dict, metrics_file: Path | None = None):
     folder = registry_dir(params)
     serving.export(reg.model_uri, folder / "model")
     evaluation_pictures(params, out, folder, tm["mlflow_run_id"], uri, log=reg.created)
+    write_model_card(params, reg, report or {**test, "per_type": {}}, val, tags, folder)
     (folder / "registered.json").write_text(json.dumps(asdict(reg), indent=2, sort_keys=True) + "\n")
     return reg
+
+
+def write_model_card(params: dict, reg, report: dict, val: dict, tags: dict, folder: Path) -> str:
+    """The version's model card (models/model_card.py): its MLflow description and
+    folder/model_card.md. Rewritten on every register, so a re-run completes an interrupted one."""
+    from assets.params import flatten, repo_root
+    from models.model_card import dvc_hash, model_card
+    from models.tracking import client_for
+
+    lock = repo_root() / "dvc.lock"
+    lock_text = lock.read_text() if lock.is_file() and lock.stat().st_size < 1 << 20 else None
+    card = model_card(reg.name, reg.version, reg.run_id, flatten(params), report, val,
+                      tags.get("data_version", ""), dvc_hash(lock_text, params["data"]["residuals_root"]),
+                      tags.get("git_commit", ""), f"runs:/{reg.run_id}/evaluation/sample_sheet.png")
+    client_for(tracking_uri(params)).update_model_version(reg.name, reg.version, description=card)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model_card.md").write_text(card)
+    return card
 
 
 def evaluation_pictures(params: dict, out: Path, folder: Path, run_id: str, uri: str, log: bool) -> dict:

@@ -36,6 +36,8 @@ def registered_model(config: RegistryConfig) -> dg.MaterializeResult:
         "sample_sheet": _png_md(folder / "sample_sheet.png"),
         "change_confusion": _png_md(folder / "change_confusion.png"),
         "exported_model": dg.MetadataValue.path(str(folder / "model")),
+        "model_card": dg.MetadataValue.md((folder / "model_card.md").read_text()),
+        "model_card_file": dg.MetadataValue.path(str(folder / "model_card.md")),
     })
 
 

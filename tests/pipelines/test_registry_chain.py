@@ -126,6 +126,16 @@ def test_repro_runs_the_chain_and_ends_with_the_gate_decision(chain):
     assert {"evaluation/sample_sheet.png", "evaluation/change_confusion.png", "evaluation/train_curves.csv"} <= arts
     curves = pl.read_csv(chain["repo"] / "runs/registry/train_curves.csv")
     assert curves.height == metrics["steps"] and curves["loss"].null_count() == 0
+    # the version explains itself: its model card is the registry description and a file
+    card = mv.description
+    assert card == (chain["repo"] / "runs/registry/model_card.md").read_text()
+    assert card.startswith("# spotdiff-real version 1") and mv.tags["data_version"] in card and head[:12] in card
+    lock = yaml.safe_load((chain["repo"] / "dvc.lock").read_text())
+    residuals_md5 = next(o["md5"] for o in lock["stages"]["residuals"]["outs"])
+    assert residuals_md5 in card
+    ci = evaluated["ci95"]["change_f1"]
+    assert f"| change_f1 | {evaluated['change_f1']:.3f} | [{ci[0]:.3f}, {ci[1]:.3f}] |" in card
+    assert "## Known limits" in card
 
 
 def test_second_repro_is_a_no_op(chain):
