@@ -4,6 +4,9 @@
 - Body bound: the request is refused with 413 once its declared Content-Length, or the bytes
   actually received, pass MAX_BODY_BYTES; nothing past the bound is read, so a 200 MB body
   costs the server at most the bound (MLflow itself reads any body whole, then parses it).
+- Columns: MLflow's schema enforcement drops an input column its signature does not name (a
+  warning in the server log, the request answered as if it were not there); a JSON request
+  naming such a column is refused with 400 and the column named, as `spotdiff ask` refuses it.
 - Error bodies: MLflow answers a bad request with its generic message plus the server-side
   stack trace (paths, line numbers) and the real reason on the last line; clients get
   {"error_code", "message"} with that one reason, the trace goes to the server log only.
@@ -47,11 +50,32 @@ def reason_of(err: dict) -> str:
     return _EXCEPTION_PREFIX.sub("", lines[-1]) if lines else "bad request"
 
 
-class Guarded:
-    """ASGI wrapper: body bound on the way in, one-line error bodies on the way out."""
+def sent_columns(body: bytes) -> set[str] | None:
+    """The input columns a JSON scoring request names (dataframe_split / dataframe_records /
+    inputs / instances), or None when it is not JSON of those forms (MLflow then answers it)."""
+    try:
+        req = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(req, dict):
+        return None
+    split = req.get("dataframe_split")
+    if isinstance(split, dict) and isinstance(split.get("columns"), list):
+        return {str(c) for c in split["columns"]}
+    rows = req.get("dataframe_records", req.get("inputs", req.get("instances")))
+    if isinstance(rows, dict):
+        return {str(c) for c in rows}
+    if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
+        return {str(c) for r in rows for c in r}
+    return None
 
-    def __init__(self, app, max_body: int = MAX_BODY_BYTES):
-        self.app, self.max_body = app, max_body
+
+class Guarded:
+    """ASGI wrapper: body bound and known columns on the way in, one-line error bodies on the
+    way out. columns: the signature's input names (None: no column check)."""
+
+    def __init__(self, app, max_body: int = MAX_BODY_BYTES, columns: tuple[str, ...] | None = None):
+        self.app, self.max_body, self.columns = app, max_body, columns
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -76,6 +100,13 @@ class Guarded:
                 return
             if not msg.get("more_body"):
                 break
+        if self.columns and scope.get("path") == "/invocations":
+            extra = sorted((sent_columns(bytes(body)) or set()) - set(self.columns))
+            if extra:
+                for out in _json(400, "BAD_REQUEST", f"unknown column(s) {extra}; the model reads "
+                                                     f"{list(self.columns)}"):
+                    await send(out)
+                return
         replayed = False
 
         async def replay():
@@ -120,7 +151,9 @@ def build_app(folder: str):
     from mlflow.pyfunc import load_model
     from mlflow.pyfunc.scoring_server import init
 
-    return Guarded(init(load_model(folder)))
+    model = load_model(folder)
+    schema = model.metadata.get_input_schema()
+    return Guarded(init(model), columns=tuple(schema.input_names()) if schema is not None else None)
 
 
 def __getattr__(name: str):

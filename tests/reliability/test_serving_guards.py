@@ -33,7 +33,9 @@ def client(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("echo")
     (d / "echo_model.py").write_text(MODEL_CODE)
-    mlflow.pyfunc.save_model(str(d / "model"), python_model=str(d / "echo_model.py"))
+    signature = mlflow.models.ModelSignature(
+        inputs=mlflow.types.Schema([mlflow.types.ColSpec("string", "question")]))
+    mlflow.pyfunc.save_model(str(d / "model"), python_model=str(d / "echo_model.py"), signature=signature)
     return TestClient(build_app(str(d / "model")))
 
 
@@ -60,3 +62,16 @@ def test_a_body_past_the_bound_is_refused_before_it_is_read(client):
     # just under the bound still reaches the model
     fits = b'{"dataframe_records": [{"question": "' + b"A" * 1000 + b'"}]}'
     assert client.post("/invocations", content=fits, headers={"Content-Type": "application/json"}).status_code == 200
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("body", [
+    {"dataframe_records": [{"question": "hi", "extra": "x"}]},
+    {"dataframe_split": {"columns": ["question", "extra"], "data": [["hi", "x"]]}},
+    {"inputs": {"question": ["hi"], "extra": ["x"]}},
+], ids=["records", "split", "inputs"])
+def test_a_column_the_signature_does_not_name_is_refused_not_dropped(client, body):
+    r = client.post("/invocations", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json() == {"error_code": "BAD_REQUEST",
+                        "message": "unknown column(s) ['extra']; the model reads ['question']"}
