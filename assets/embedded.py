@@ -66,6 +66,25 @@ def fingerprint(params: dict) -> dict[str, dict[str, dict]]:
     return out
 
 
+def table_stamps(params: dict) -> dict[str, dict[str, list]]:
+    """{root key: {table: [bytes, modified]}} from one stat per table, no content read: what a
+    sensor polls every minute (the sha256 fingerprint reads every byte, too much for a poll).
+    A table that is not there is absent from the map."""
+    d = params["data"]
+    out: dict[str, dict[str, list]] = {}
+    for key, names in TABLES.items():
+        store = storage_for(resolve_path(d[key]))
+        out[key] = {}
+        for name in names:
+            try:
+                info = store.fs.info(store.url(name))
+            except FileNotFoundError:
+                continue
+            modified = info.get("mtime", info.get("LastModified", info.get("ETag", "")))
+            out[key][name] = [int(info.get("size") or 0), str(modified)]
+    return out
+
+
 def synth_config(params: dict, **overrides):
     from assets.synth.plan import SynthConfig
 

@@ -6,6 +6,6 @@ import pipelines.env  # noqa: F401  (telemetry off before Dagster loads)
 
 import dagster as dg
 
-from pipelines.defs import data, model, registry
+from pipelines.defs import automation, data, model, registry
 
-defs = dg.Definitions.merge(data.defs, model.defs, registry.defs)
+defs = dg.Definitions.merge(data.defs, model.defs, registry.defs, automation.defs)

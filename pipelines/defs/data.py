@@ -30,6 +30,7 @@ from assets.embedded import materialize_embedded
 from assets.params import repo_root, storage_for
 from assets.prepare import residual_config
 from pipelines.resources import GreatExpectationsResource, SpotdiffParams
+from pipelines.defs.automation import FOLLOW
 
 GROUP = "data"
 mimic_groups = dg.StaticPartitionsDefinition(list(GROUPS))
@@ -97,7 +98,7 @@ def diffvqa_questions(params: SpotdiffParams) -> dg.MaterializeResult:
     return _table_result(table, counts, prepared.url(prepare.QUESTIONS), _quarantine_part(params, "diffvqa_questions"))
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "parquet"}, deps=[mimic_images, diffvqa_questions],
+@dg.asset(automation_condition=FOLLOW, group_name=GROUP, kinds={"polars", "parquet"}, deps=[mimic_images, diffvqa_questions],
           description="One row per question with its main and reference study and the frontal image of each "
                       "(rules: docs/data.md).")
 def study_pairs(params: SpotdiffParams) -> dg.MaterializeResult:
@@ -108,7 +109,7 @@ def study_pairs(params: SpotdiffParams) -> dg.MaterializeResult:
     return _table_result(table, counts, prepared.url(prepare.PAIRS), _quarantine_part(params, "study_pairs"))
 
 
-@dg.asset(group_name=GROUP, kinds={"parquet"}, deps=[mimic_images, diffvqa_questions, study_pairs],
+@dg.asset(automation_condition=FOLLOW, group_name=GROUP, kinds={"parquet"}, deps=[mimic_images, diffvqa_questions, study_pairs],
           description="Every row a table asset dropped: asset, source file, line, reason, detail, original columns.")
 def quarantine(params: SpotdiffParams) -> dg.MaterializeResult:
     prepared = params.storage("prepared_root")
@@ -124,7 +125,7 @@ def quarantine(params: SpotdiffParams) -> dg.MaterializeResult:
     }, data_version=dg.DataVersion(frame_hash(table)))
 
 
-@dg.asset(group_name=GROUP, kinds={"torch", "parquet"}, deps=[study_pairs], partitions_def=mimic_groups,
+@dg.asset(automation_condition=FOLLOW, group_name=GROUP, kinds={"torch", "parquet"}, deps=[study_pairs], partitions_def=mimic_groups,
           check_specs=[dg.AssetCheckSpec("residuals_finite_in_range", asset="residual_images", blocking=True,
                                          description="GX: every residual finite and in [-1, 1], one row per pair")],
           description="Per pair: preprocessed main/reference, registered reference, naive and registered residuals, "

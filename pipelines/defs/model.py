@@ -10,6 +10,7 @@ import json
 import dagster as dg
 
 from assets.params import load_params, parse_sets
+from pipelines.defs.automation import FOLLOW
 
 
 class TrainRunConfig(dg.Config):
@@ -22,7 +23,7 @@ class EvaluationConfig(dg.Config):
     profile: str | None = None
 
 
-@dg.asset(deps=["residual_images", "study_pairs"], group_name="model", kinds={"pytorch", "mlflow"})
+@dg.asset(automation_condition=FOLLOW, deps=["residual_images", "study_pairs"], group_name="model", kinds={"pytorch", "mlflow"})
 def pretrained_encoder(context: dg.AssetExecutionContext, config: TrainRunConfig) -> dg.MaterializeResult:
     """E_I pretrained on single images (finding presence and level); skipped, and said so, when
     pretrain.epochs is 0 or model.pretrained_resnet names the user's own weights."""
@@ -33,7 +34,7 @@ def pretrained_encoder(context: dg.AssetExecutionContext, config: TrainRunConfig
                                           for k, v in report.items()})
 
 
-@dg.asset(deps=["residual_images", "study_pairs", pretrained_encoder], group_name="model",
+@dg.asset(automation_condition=FOLLOW, deps=["residual_images", "study_pairs", pretrained_encoder], group_name="model",
           kinds={"pytorch", "ray", "mlflow"})
 def real_model(context: dg.AssetExecutionContext, config: TrainRunConfig) -> dg.MaterializeResult:
     """ReAl trained on Ray Train; the best-on-validation checkpoint, tracked in MLflow."""
@@ -50,7 +51,7 @@ def real_model(context: dg.AssetExecutionContext, config: TrainRunConfig) -> dg.
     })
 
 
-@dg.asset(deps=[real_model], group_name="model", kinds={"python"})
+@dg.asset(automation_condition=FOLLOW, deps=[real_model], group_name="model", kinds={"python"})
 def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig) -> dg.MaterializeResult:
     """BLEU-1..4, METEOR, ROUGE-L, CIDEr and change P/R/F1 (with intervals) of the test
     predictions, in evaluate.metrics_file."""

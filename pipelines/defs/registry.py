@@ -10,6 +10,7 @@ import base64
 import dagster as dg
 
 from assets.params import load_params
+from pipelines.defs.automation import FOLLOW
 
 
 class RegistryConfig(dg.Config):
@@ -22,7 +23,7 @@ def _png_md(path) -> dg.MetadataValue:
                                f"{base64.b64encode(path.read_bytes()).decode()})")
 
 
-@dg.asset(deps=["evaluation"], group_name="registry", kinds={"mlflow"})
+@dg.asset(automation_condition=FOLLOW, deps=["evaluation"], group_name="registry", kinds={"mlflow"})
 def registered_model(config: RegistryConfig) -> dg.MaterializeResult:
     """The trained ReAl as an MLflow pyfunc, a version of spotdiff-real with alias candidate."""
     from models.lifecycle.registry import register, registry_dir
@@ -41,7 +42,7 @@ def registered_model(config: RegistryConfig) -> dg.MaterializeResult:
     })
 
 
-@dg.asset(deps=[registered_model], group_name="registry", kinds={"mlflow"},
+@dg.asset(automation_condition=FOLLOW, deps=[registered_model], group_name="registry", kinds={"mlflow"},
           check_specs=[dg.AssetCheckSpec("promotion_rule", asset="champion_model",
                                          description="the champion alias agrees with the promotion "
                                                      "rule re-applied to the registry's tags")])

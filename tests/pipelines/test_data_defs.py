@@ -51,7 +51,8 @@ def materializations(result):
 
 def test_definitions_list_every_data_asset_check_and_the_job():
     keys = {k.to_user_string() for k in D.defs.resolve_all_asset_keys()}
-    assert keys == {"mimic_images", "diffvqa_questions", "study_pairs", "quarantine", "residual_images"}
+    assert keys == {"embedded_dataset", "mimic_images", "diffvqa_questions", "study_pairs", "quarantine",
+                    "residual_images"}
     job = D.defs.resolve_job_def("data")
     assert job.name == "data"
     graph = D.defs.resolve_asset_graph()
