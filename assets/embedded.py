@@ -43,46 +43,51 @@ def renders_embedded(params: dict) -> bool:
     return all(_inside(resolve_path(d[k]), root) for k in TABLES)
 
 
-def fingerprint(params: dict) -> dict[str, dict[str, dict]]:
-    """{root key: {table: {bytes, sha256}}} of the tables ingestion reads; streamed, bounded."""
-    d = params["data"]
-    out: dict[str, dict[str, dict]] = {}
+def _per_table(params: dict, read: Callable[[str, str, object], object | None]) -> dict[str, dict]:
+    """{root key: {table: read(key, name, store)}} over TABLES; a None result is left out."""
+    out: dict[str, dict] = {}
     for key, names in TABLES.items():
-        store = storage_for(resolve_path(d[key]))
+        store = storage_for(resolve_path(params["data"][key]))
         out[key] = {}
         for name in names:
-            if not store.exists(name):
-                if name == "mimic_all.csv":  # optional: ingestion falls back without it
-                    continue
-                raise UserError(f"{store.url(name)}: not found; point data.{key} at the download's root "
-                                f"(or SPOTDIFF_{key.split('_')[0].upper()}_ROOT)")
-            try:
-                with store.open(name, max_bytes=MAX_TABLE_BYTES) as f:
-                    digest = hashlib.file_digest(f, "sha256")
-                    size = f.tell()
-            except FileRefused as e:
-                raise UserError(e.detail) from None
-            out[key][name] = {"bytes": size, "sha256": digest.hexdigest()}
+            value = read(key, name, store)
+            if value is not None:
+                out[key][name] = value
     return out
+
+
+def _content(key: str, name: str, store) -> dict | None:
+    if not store.exists(name):
+        if name == "mimic_all.csv":  # optional: ingestion falls back without it
+            return None
+        raise UserError(f"{store.url(name)}: not found; point data.{key} at the download's root "
+                        f"(or SPOTDIFF_{key.split('_')[0].upper()}_ROOT)")
+    try:
+        with store.open(name, max_bytes=MAX_TABLE_BYTES) as f:
+            digest = hashlib.file_digest(f, "sha256")
+            return {"bytes": f.tell(), "sha256": digest.hexdigest()}
+    except FileRefused as e:
+        raise UserError(e.detail) from None
+
+
+def _stamp(key: str, name: str, store) -> list | None:
+    try:
+        info = store.fs.info(store.url(name))
+    except FileNotFoundError:
+        return None
+    return [int(info.get("size") or 0), str(info.get("mtime", info.get("LastModified", info.get("ETag", ""))))]
+
+
+def fingerprint(params: dict) -> dict[str, dict[str, dict]]:
+    """{root key: {table: {bytes, sha256}}} of the tables ingestion reads; streamed, bounded."""
+    return _per_table(params, _content)
 
 
 def table_stamps(params: dict) -> dict[str, dict[str, list]]:
     """{root key: {table: [bytes, modified]}} from one stat per table, no content read: what a
     sensor polls every minute (the sha256 fingerprint reads every byte, too much for a poll).
     A table that is not there is absent from the map."""
-    d = params["data"]
-    out: dict[str, dict[str, list]] = {}
-    for key, names in TABLES.items():
-        store = storage_for(resolve_path(d[key]))
-        out[key] = {}
-        for name in names:
-            try:
-                info = store.fs.info(store.url(name))
-            except FileNotFoundError:
-                continue
-            modified = info.get("mtime", info.get("LastModified", info.get("ETag", "")))
-            out[key][name] = [int(info.get("size") or 0), str(modified)]
-    return out
+    return _per_table(params, _stamp)
 
 
 def synth_config(params: dict, **overrides):

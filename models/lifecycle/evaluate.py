@@ -70,18 +70,6 @@ def read_predictions(path: Path) -> list[dict]:
     return records
 
 
-def headline(report: dict, out: Path) -> str:
-    """Three lines of what a person looks at first; the whole report is in `out`."""
-    ci = report.get("ci95", {}).get("change_f1")
-    ci_text = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-    return (f"wrote {out}: {report['n']} answers\n"
-            f"change-F1 {report['change_f1']:.3f}{ci_text}, precision {report['change_precision']:.3f}, "
-            f"recall {report['change_recall']:.3f} (added {report.get('change_recall_added', 0):.2f} / "
-            f"missing {report.get('change_recall_missing', 0):.2f} / level {report.get('change_recall_level', 0):.2f})\n"
-            f"exact match {report['exact_match']:.3f}, CIDEr {report.get('CIDEr', float('nan')):.2f}, "
-            f"BLEU-4 {report.get('BLEU-4', float('nan')):.3f}, parse rate {report.get('prediction_parse_rate', float('nan')):.3f}")
-
-
 def _report_of_training(predictions: Path, key: dict) -> dict | None:
     """Training's own report of exactly this file and these settings, if it is beside it."""
     path = predictions.parent / "test_report.json"
