@@ -117,6 +117,11 @@ def load_params(path: str | Path | None = None, profile: str | None = None,
             params[section][key] = os.environ[env]
     if overrides:
         params = deep_merge(params, overrides)
+    from assets.params_schema import problem
+
+    why = problem(params)
+    if why:
+        raise ParamsError(f"{path}: {why}" + (f" (profile {chosen})" if chosen != "default" else ""))
     return params
 
 

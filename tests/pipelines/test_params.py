@@ -25,16 +25,27 @@ def test_repo_params_load_for_every_profile():
         assert "profiles" not in params
 
 
+def repo_params(tmp_path, edit=lambda raw: None, profiles=None):
+    """The repo's params.yaml with an edit, written to tmp_path (the schema wants every section)."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["profile"] = "default"
+    raw["profiles"] = profiles or {"default": {}}
+    edit(raw)
+    return write(tmp_path, yaml.safe_dump(raw))
+
+
 def test_profile_overlay_env_and_overrides(tmp_path, monkeypatch):
-    p = write(tmp_path, "profile: default\ndata: {mimic_root: a, n: 1}\nsynth: {subjects: 400}\n"
-                        "profiles: {smoke: {synth: {subjects: 12}}, default: {}}\n")
+    for k in ("SPOTDIFF_PROFILE", "SPOTDIFF_MIMIC_ROOT", "SPOTDIFF_DIFFVQA_ROOT", "DVC_STAGE"):
+        monkeypatch.delenv(k, raising=False)
+    p = repo_params(tmp_path, lambda raw: raw["synth"].update(subjects=400),
+                    {"smoke": {"synth": {"subjects": 12}}, "default": {}})
     assert load_params(p)["synth"]["subjects"] == 400
     assert load_params(p, profile="smoke")["synth"]["subjects"] == 12
     monkeypatch.setenv("SPOTDIFF_PROFILE", "smoke")
     assert load_params(p)["synth"]["subjects"] == 12
     monkeypatch.setenv("SPOTDIFF_MIMIC_ROOT", "/downloads/mimic")
     assert load_params(p)["data"]["mimic_root"] == "/downloads/mimic"
-    assert load_params(p, overrides={"data": {"n": 5}})["data"]["n"] == 5
+    assert load_params(p, overrides={"data": {"check_files": False}})["data"]["check_files"] is False
 
 
 @pytest.mark.parametrize(
@@ -51,6 +62,18 @@ def test_bad_params_name_the_problem(tmp_path, text, message):
         load_params(write(tmp_path, text))
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda raw: raw["train"].update(epochs="ten"), "train.epochs = 'ten': input should be a valid integer"),
+    (lambda raw: raw["data"].update(check_files="no"), "data.check_files = 'no': input should be a valid boolean"),
+    (lambda raw: raw["train"].update(select_mode="best"), "train.select_mode = 'best'"),
+    (lambda raw: raw["train"].update(epochz=3), "unknown key 'train.epochz'"),
+    (lambda raw: raw["tracking"].pop("uri"), "tracking.uri is missing"),
+], ids=["type", "strict-bool", "choice", "unknown-key", "missing-key"])
+def test_the_schema_names_the_key_whatever_entry_point_reads_it(tmp_path, edit, message):
+    with pytest.raises(ParamsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_params(repo_params(tmp_path, edit))
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "absent.yaml")
@@ -65,10 +88,9 @@ def test_a_dvc_stage_refuses_a_profile_params_yaml_does_not_record(tmp_path, mon
     the file, so an environment-only profile would be locked as another."""
     from assets.params import ParamsError, load_params
 
-    path = tmp_path / "params.yaml"
-    path.write_text("profile: default\nx: {a: 1}\nprofiles:\n  default: {}\n  smoke: {x: {a: 2}}\n")
+    path = repo_params(tmp_path, profiles={"default": {}, "smoke": {"synth": {"subjects": 12}}})
     monkeypatch.setenv("SPOTDIFF_PROFILE", "smoke")
-    assert load_params(path)["x"]["a"] == 2  # outside DVC the environment picks it
+    assert load_params(path)["synth"]["subjects"] == 12  # outside DVC the environment picks it
     monkeypatch.setenv("DVC_STAGE", "train")
     with pytest.raises(ParamsError, match="dvc exp run -S profile=smoke"):
         load_params(path)
