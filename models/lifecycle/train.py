@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from assets.params import UserError, flatten, repo_root, resolve_path, storage_for
 from models.lifecycle.runs import new_run_name, tracking_uri, training_question_types
-
-TRAIN_LOOP_KEYS = ("epochs", "pairs_per_batch", "lr", "weight_decay", "warmup_steps", "grad_clip",
-                   "seed", "deterministic", "log_every", "crop_scale", "brightness", "contrast",
-                   "sharpness", "shuffle_buffer", "val_max_pairs", "val_num_beams",
-                   "select_metric", "select_mode", "swap_prob")
 
 
 def train(params: dict, run_name: str | None = None, tags: dict | None = None):
@@ -35,8 +32,9 @@ def train(params: dict, run_name: str | None = None, tags: dict | None = None):
         raise UserError("params.yaml: no `model` section")
     model_cfg = {**params["model"], "pretrained_resnet": encoder_for_training(params)}
     name = run_name or t["run_name"] or new_run_name(params["profile"])
-    train_cfg = TrainConfig(**{k: t[k] for k in TRAIN_LOOP_KEYS},
-                            question_types=training_question_types(params))
+    # every loop setting params.yaml's train section names (the rest of it is Ray's and the run's)
+    loop_keys = {f.name for f in fields(TrainConfig)} & set(t) - {"question_types"}
+    train_cfg = TrainConfig(**{k: t[k] for k in sorted(loop_keys)}, question_types=training_question_types(params))
     tr = params["tracking"]
     return fit(
         train_cfg, model_cfg,
