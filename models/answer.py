@@ -169,33 +169,20 @@ class Answerer:
         heads and an answer that names changes, the change head's logits of exactly those
         (finding, kind) cells — the evidence for *what changed*; otherwise the answer's
         log-likelihood. Returns (s, s) in [0, 1]."""
-        enc = self.model.residual_encoder or self.model.image_encoder
-        saved = {}
-        hook = enc.register_forward_hook(lambda m, i, o: saved.__setitem__("a", o))
-        try:
-            with torch.enable_grad():
-                b = self.batch(main, ref, residual, question, answer)
-                feats = self.model.encode_pairs(b.main, b.ref, b.residual)
-                act = saved["a"]
-                act.retain_grad()
-                score = self._change_score(feats, answer)
-                if score is None:
-                    out = self.model(feats, b.pair_index, b.question_ids, b.question_mask,
-                                     b.answer_ids, b.answer_mask)
-                    score = -out["l_gen"]
-                score.backward()
-        finally:
-            hook.remove()
-            self.model.zero_grad(set_to_none=True)
-        a, g = act.detach()[:1], act.grad[:1]  # image encoder: row 0 is the main image
-        raw = (g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True)
-        cam = torch.relu(raw)
-        if float(cam.max()) <= 0:  # nothing speaks *for* the answer (an untrained model): show |CAM|
-            cam = raw.abs()
-        cam = torch.nn.functional.interpolate(cam, size=main.shape[-2:], mode="bilinear",
-                                              align_corners=False)[0, 0]
-        cam = cam - cam.min()
-        return (cam / cam.max().clamp(min=1e-12)).numpy()
+        from models.grounding import cam_maps, last_feature_map
+
+        with last_feature_map(self.model) as saved, torch.enable_grad():
+            b = self.batch(main, ref, residual, question, answer)
+            feats = self.model.encode_pairs(b.main, b.ref, b.residual)
+            score = self._change_score(feats, answer)
+            if score is None:
+                out = self.model(feats, b.pair_index, b.question_ids, b.question_mask,
+                                 b.answer_ids, b.answer_mask)
+                score = -out["l_gen"]
+            score.backward()
+            act = saved["a"]
+            # image encoder: row 0 is the main image
+            return cam_maps(act.detach()[:1], act.grad[:1], main.shape[-1])[0]
 
 
 # A request is a handful of pairs; a batch of 1000 would hold the worker for minutes.
