@@ -9,15 +9,33 @@ from __future__ import annotations
 
 import pipelines.env  # noqa: F401  (telemetry off first)
 
+import sys
+import time
+
+import click
 import typer
 
-from pipelines.commands import ablate, data, evaluate, pretrain, registry, synth, train
+from pipelines import journal
+from pipelines.commands import ablate, data, evaluate, pretrain, registry, summary, synth, train
 
 app = typer.Typer(help="spotdiff: difference VQA on chest X-rays (ReAl).", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
 
-for module in (synth, data, pretrain, train, ablate, evaluate, registry):
+for module in (synth, data, pretrain, train, ablate, evaluate, registry, summary):
     module.register(app)
+
+
+@app.callback()
+def _journal(ctx: typer.Context) -> None:
+    """Pipeline stages note their wall time and outcome for `spotdiff summary`."""
+    started = time.time()
+
+    def close() -> None:  # runs while the command's exception (if any) is still in flight
+        error = sys.exc_info()[1]
+        ok = error is None or (isinstance(error, (click.exceptions.Exit, SystemExit))
+                               and getattr(error, "exit_code", getattr(error, "code", 1)) in (0, None))
+        journal.note(ctx.invoked_subcommand or "", started, ok)
+    ctx.call_on_close(close)
 
 
 if __name__ == "__main__":

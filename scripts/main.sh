@@ -16,4 +16,9 @@ if [ -n "${SPOTDIFF_PROFILE:-}" ]; then
   sed -i "s/^profile: .*/profile: ${SPOTDIFF_PROFILE}/" params.yaml
   grep -q "^profile: ${SPOTDIFF_PROFILE}\$" params.yaml || { echo "params.yaml has no top-level profile: line" >&2; exit 2; }
 fi
-dvc repro "$@"
+started=$(date +%s)
+status=0
+dvc repro "$@" || status=$?
+# one table of what ran, how long, the rows and the results, then the champion (also after a failure)
+spotdiff summary --since "$started" || true
+exit "$status"

@@ -23,6 +23,17 @@ def smoke_dataset(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _journal_outside_the_checkout(tmp_path_factory):
+    """Pipeline commands note their runs for `spotdiff summary` (pipelines/journal.py); the
+    tests' commands (and the subprocesses they start) note them here, not in the checkout."""
+    import os
+
+    from pipelines.journal import JOURNAL_ENV
+
+    os.environ.setdefault(JOURNAL_ENV, str(tmp_path_factory.mktemp("journal")))
+
+
 @pytest.fixture(autouse=True)
 def _isolate_mlflow_uris():
     """mlflow.set_tracking_uri / set_registry_uri set process globals AND export MLFLOW_*_URI;

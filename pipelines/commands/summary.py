@@ -1,0 +1,114 @@
+"""`spotdiff summary [--since UNIX_TIME]`: the main job's closing table — per stage whether it ran
+(or DVC found it up to date), its wall time, the rows it carried and its headline result, then
+the champion. Read from the files the stages wrote and their journal notes (pipelines/journal.py);
+it computes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from pipelines.commands.common import params_for, user_errors
+
+MAX_JSON_BYTES = 1 << 20  # every file read here is a small report
+
+
+def _json(path: str | Path) -> dict | None:
+    from assets.params import resolve_path
+
+    p = Path(resolve_path(str(path)))
+    try:
+        if p.is_file() and p.stat().st_size <= MAX_JSON_BYTES:
+            return json.loads(p.read_text())
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _quarantined(*counts: dict | None) -> str:
+    known = [c for c in counts if c]
+    return f"{sum(c['rows_quarantined'] for c in known):,} quarantined" if known else ""
+
+
+def stage_facts(params: dict) -> dict[str, tuple[str, str]]:
+    """{stage: (rows, result)} from the outputs each stage leaves."""
+    d, q = params["data"], f"{params['data']['prepared_root']}/quarantine"
+    facts: dict[str, tuple[str, str]] = {}
+    truth = _json(f"{d['embedded_root']}/ground_truth/config.json")
+    facts["synth"] = (f"{truth['subjects']:,} subjects" if truth else "", "rendered" if truth else "observed")
+    images, questions = _json(f"{q}/mimic_images.counts.json"), _json(f"{q}/diffvqa_questions.counts.json")
+    facts["ingest"] = (", ".join(f"{c['rows_out']:,} {what}" for c, what in ((images, "images"), (questions, "questions"))
+                                 if c), _quarantined(images, questions))
+    pairs = _json(f"{q}/study_pairs.counts.json")
+    facts["pairs"] = (f"{pairs['rows_out']:,} questions" if pairs else "", _quarantined(pairs))
+    manifest = _json(f"{d['residuals_root']}/manifest.json") or {}
+    groups = manifest.get("groups", {})
+    if groups:
+        facts["residuals"] = (f"{sum(g.get('rows_out', 0) for g in groups.values()):,} pairs, {len(groups)} groups",
+                              _quarantined(*groups.values()))
+    pre = _json(f"{params['pretrain']['output_dir']}/pretrain.json")
+    if pre:
+        facts["pretrain"] = ("", f"val presence F1 {pre['val_presence_f1']:.3f}" if "val_presence_f1" in pre
+                             else f"skipped: {pre.get('skipped', pre.get('reason', 'off'))}")
+    m = _json(f"{params['train']['output_dir']}/metrics.json")
+    if m:
+        facts["train"] = (f"{m.get('steps', 0):,} steps", f"best epoch {m.get('best_epoch', '?')}")
+    e = _json(params["evaluate"]["metrics_file"])
+    if e and "change_f1" in e:
+        ci = e.get("ci95", {}).get("change_f1")
+        facts["evaluate"] = (f"{int(e.get('n', 0)):,} test answers",
+                             f"change-F1 {e['change_f1']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+                             + f", parse rate {e.get('prediction_parse_rate', float('nan')):.3f}")
+    out = params["registry"]["output_dir"]
+    reg = _json(f"{out}/registered.json")
+    if reg:
+        facts["register"] = ("", f"{reg['name']} version {reg['version']} (candidate)")
+    champ = _json(f"{out}/champion.json")
+    if champ:
+        facts["promote"] = ("", ("promoted: " if champ.get("promoted") else "kept: ") + str(champ.get("reason", "")))
+    return facts
+
+
+def table(params: dict, since: float | None):
+    from rich.table import Table
+
+    from pipelines.journal import STAGES, read_notes
+
+    notes, facts = read_notes(), stage_facts(params)
+    t = Table(title="spotdiff main job", title_justify="left")
+    for col in ("stage", "ran", "wall", "rows", "result"):
+        t.add_column(col, overflow="fold")
+    for stage in STAGES:
+        n = notes.get(stage)
+        ran = n is not None and (since is None or n["started"] >= since)
+        status = ("ran" if n["ok"] else "[red]failed[/]") if ran else ("up to date" if n or stage in facts else "-")
+        wall = f"{n['wall_s'] / 60:.1f} min" if ran and n["wall_s"] >= 60 else (f"{n['wall_s']:.0f} s" if ran else "")
+        rows, result = facts.get(stage, ("", ""))
+        t.add_row(stage, status, wall, rows, result)
+    return t
+
+
+def champion_line(params: dict) -> str:
+    champ = _json(f"{params['registry']['output_dir']}/champion.json")
+    if not champ or not champ.get("champion"):
+        return "champion: none yet"
+    return f"champion: models:/{champ['name']}@champion = version {champ['champion']}"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def summary(
+        since: float = typer.Option(None, help="unix time the job started: stages noted before it "
+                                               "count as up to date (default: every note)"),
+        profile: str = typer.Option(None, help="params.yaml profile (default: params' `profile`)"),
+    ) -> None:
+        """One table of the pipeline's stages (ran / up to date, wall time, rows, result) and the champion."""
+        from rich.console import Console
+
+        with user_errors():
+            params = params_for(profile)
+            console = Console(width=max(Console().width, 110))  # logs are not terminals: 80 by default
+            console.print(table(params, since))
+            console.print(champion_line(params))
