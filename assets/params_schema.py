@@ -78,6 +78,7 @@ class Train(_Section):
     resources_per_worker: dict[str, float]
     storage_path: str
     output_dir: str
+    log_dir: str
     run_name: str
     max_failures: int
     num_to_keep: int

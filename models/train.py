@@ -40,6 +40,7 @@ class RunSpec:
     output_dir: str            # where the best checkpoint, predictions and metrics.json land
     max_failures: int = 2
     num_to_keep: int = 2
+    log_file: str | None = None  # Ray's and MLflow's output goes here, progress to the terminal (models/chatter.py)
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ def fit(train_cfg: TrainConfig, model_cfg: dict, data: DataSpec, scaling: Scalin
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from models import tracking as trk
+    from models.chatter import chatter_to_log
 
     tok_files = train_tokenizer_files(data.pairs_parquet, int(model_cfg["vocab_size"]),
                                       train_cfg.question_types, data.pairs_options)
@@ -184,11 +186,6 @@ def fit(train_cfg: TrainConfig, model_cfg: dict, data: DataSpec, scaling: Scalin
         "tracking": asdict(tracking), "mlflow_run_id": run_id,
         "threads": threads_per_worker or int(cpus),
     }
-    if not ray.is_initialized():
-        # No dashboard (2 cores), so Ray Train's placement-group cleaner cannot reach the state
-        # API and warns every few seconds (2,271 of a default run's ~3,100 lines); Ray-side
-        # loggers speak from ERROR up. The workers' own progress lines are prints: unaffected.
-        ray.init(include_dashboard=False, logging_config=ray.LoggingConfig(log_level="ERROR"))
     trainer = TorchTrainer(
         worker_loop, train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
@@ -203,7 +200,14 @@ def fit(train_cfg: TrainConfig, model_cfg: dict, data: DataSpec, scaling: Scalin
                 checkpoint_score_order=train_cfg.select_mode)),
     )
     try:
-        result = trainer.fit()
+        with chatter_to_log(run.log_file):
+            if not ray.is_initialized():
+                # No dashboard (2 cores), so Ray Train's placement-group cleaner cannot reach the
+                # state API and warns every few seconds (2,271 of a default run's ~3,100 lines);
+                # Ray-side loggers speak from ERROR up. Whatever they still say, and MLflow's
+                # notices, go to run.log_file; the workers' progress lines also to the terminal.
+                ray.init(include_dashboard=False, logging_config=ray.LoggingConfig(log_level="ERROR"))
+            result = trainer.fit()
     except Exception:
         if run_id:  # the run must not stay RUNNING forever in the MLflow UI
             trk.fail_run(tracking.uri, run_id)

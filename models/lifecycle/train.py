@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 
 from assets.params import UserError, flatten, repo_root, resolve_path, storage_for
 from models.lifecycle.runs import new_run_name, tracking_uri, training_question_types
@@ -44,7 +45,7 @@ def train(params: dict, run_name: str | None = None, tags: dict | None = None):
                                   else None)),
         ScalingSpec(t["num_workers"], t["use_gpu"], dict(t["resources_per_worker"])),
         RunSpec(name, resolve_path(t["storage_path"]), resolve_path(t["output_dir"]), t["max_failures"],
-                t["num_to_keep"]),
+                t["num_to_keep"], log_file=str(Path(resolve_path(t["log_dir"])) / f"{name}.log")),
         TrackingSpec(tracking_uri(params), tr["experiment"], tr["system_metrics"],
                      tr["system_metrics_interval_s"], tr["sample_predictions"]),
         params_flat=flatten(params),

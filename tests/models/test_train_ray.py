@@ -29,7 +29,8 @@ STEPS_PER_EPOCH = 2  # 16 train pairs over 2 shards -> 8 per rank -> 2 batches o
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # log_to_driver: workers' lines come back to this process, as in `spotdiff train`
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
     yield
     ray.shutdown()
 
@@ -41,9 +42,11 @@ def tiny(tmp_path_factory):
 
 def _fit(tmp, tiny, name, cfg=CFG, max_failures=0):
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    log = tmp / "logs" / f"{name}.log"
     result = fit(cfg, MODEL, DataSpec(str(tiny.residuals_root), str(tiny.pairs_parquet), ""),
                  ScalingSpec(num_workers=2, resources_per_worker={"CPU": 1}),
-                 RunSpec(name, str(tmp / "ray"), str(tmp / name), max_failures=max_failures),
+                 RunSpec(name, str(tmp / "ray"), str(tmp / name), max_failures=max_failures,
+                         log_file=str(log)),
                  TrackingSpec(uri, "test", system_metrics=True, system_metrics_interval_s=1.0),
                  params_flat={"train.epochs": cfg.epochs}, tags={"git_commit": "abc"})
     return result, MlflowClient(uri)
@@ -63,6 +66,9 @@ def test_two_worker_fit_writes_checkpoint_and_mlflow_run(reference):
     # Ray stored one checkpoint per epoch under storage_path/<name>, keeping num_to_keep
     stored = sorted(p.name for p in (tmp / "ray" / "reference").glob("epoch_*"))
     assert 1 <= len(stored) <= 2 and stored[-1] == f"epoch_{CFG.epochs:04d}"
+    # Ray's output went to the run's log, the workers' progress lines with it
+    log = (tmp / "logs" / "reference.log").read_text()
+    assert f"[epoch {CFG.epochs}/{CFG.epochs}]" in log and "validation" in log
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
     assert metrics["val"] and {"change_f1", "BLEU-4", "CIDEr"} <= set(metrics["test"])
     assert "per_template" in json.loads((result.output_dir / "test_report.json").read_text())

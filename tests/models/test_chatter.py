@@ -1,0 +1,49 @@
+"""Ray's and MLflow's chatter to the run's log file, the training's progress lines to the terminal
+(models/chatter.py), at the file-descriptor level where C++ logging writes too."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from models.chatter import chatter_to_log
+
+
+def test_progress_reaches_the_terminal_and_everything_the_log(tmp_path, capfd):
+    log = tmp_path / "logs" / "run.log"
+    with chatter_to_log(log) as path:
+        assert path == log
+        os.write(2, b"[2026-12-04 02:52:46 E 27523] core_worker.cc:2465: Actor ... max_restarts > 0\n")
+        print("Requesting resources: {'CPU': 1} * 2", flush=True)
+        print("(RayTrainWorker pid=27630) [epoch 1/8] step 20/912 loss 5.6372", flush=True)
+        # a child process writes to the same descriptors (as Ray's processes do)
+        subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('INFO mlflow: monitoring\\n')"],
+                       check=True, timeout=60)
+    out, err = capfd.readouterr()
+    assert out == "[epoch 1/8] step 20/912 loss 5.6372\n" and err == ""
+    text = log.read_text()
+    for line in ("core_worker.cc", "Requesting resources", "(RayTrainWorker pid=27630) [epoch 1/8]",
+                 "INFO mlflow: monitoring"):
+        assert line in text, line
+    # the descriptors are back: output after the block reaches the terminal again
+    os.write(1, b"after\n")
+    assert capfd.readouterr().out == "after\n"
+
+
+def test_a_failure_names_the_log_and_restores_the_descriptors(tmp_path, capfd):
+    log = tmp_path / "run.log"
+    with pytest.raises(RuntimeError, match="worker died"):
+        with chatter_to_log(log):
+            os.write(2, b"Traceback (most recent call last): ...\n")
+            raise RuntimeError("worker died")
+    err = capfd.readouterr().err
+    assert str(log) in err and "Traceback" not in err
+    assert "Traceback" in log.read_text()
+
+
+def test_no_log_file_changes_nothing(capfd):
+    with chatter_to_log(None) as path:
+        assert path is None
+        print("Requesting resources", flush=True)
+    assert capfd.readouterr().out == "Requesting resources\n"
