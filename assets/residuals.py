@@ -23,7 +23,7 @@ from PIL import Image
 from assets import quarantine as q
 from assets.params import resolve_path
 from assets.registration import RegistrationConfig, identity, register_affine
-from assets.shards import MANIFEST_NAME, ShardWriter, encode_image, encode_residual, group_dir
+from assets.shards import IMAGE_COLUMNS, MANIFEST_NAME, SHARD_FORMAT, ShardWriter, encode_image, group_dir
 from assets.storage import FileRefused, Storage, read_url
 
 GROUPS = tuple(f"p{n}" for n in range(10, 20))
@@ -131,7 +131,8 @@ def unique_pairs(pairs: pl.DataFrame) -> pl.DataFrame:
 
 def inputs_hash(pairs: pl.DataFrame, cfg: ResidualConfig) -> str:
     """What a group's shards depend on: its pairs (ids, paths, splits) and the config."""
-    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True, default=list).encode())
+    h = hashlib.sha256(json.dumps({**asdict(cfg), "shard_format": SHARD_FORMAT}, sort_keys=True,
+                                  default=list).encode())
     for row in pairs.select("pair_id", "main_path", "ref_path", "split").iter_rows():
         h.update("|".join(map(str, row)).encode())
     return h.hexdigest()
@@ -168,13 +169,10 @@ def _process_batch(batch: list[dict], loaded: list, cfg: ResidualConfig):
     ref_reg = (warped.squeeze(1).clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
     out = []
     for i, (row, (m, r)) in enumerate(good):
-        naive = (m.astype(np.float32) - r.astype(np.float32)) / 255.0
-        registered = (m.astype(np.float32) - ref_reg[i].astype(np.float32)) / 255.0
         out.append({
             "pair_id": row["pair_id"], "subject_id": row["subject_id"], "main_study_id": row["main_study_id"],
             "ref_study_id": row["ref_study_id"], "split": row["split"], "group": row["group"],
-            "main": m, "ref": r, "ref_registered": ref_reg[i], "naive_residual": naive,
-            "registered_residual": registered, "affine": theta[i].flatten().tolist(),
+            "main": m, "ref": r, "ref_registered": ref_reg[i], "affine": theta[i].flatten().tolist(),
         })
     return out, bad
 
@@ -231,8 +229,7 @@ def materialize_group(pairs: pl.DataFrame, group: str, out: Storage, cfg: Residu
             for rec in done:
                 if len(previews) < n_previews:
                     previews.append(rec)
-                writer.add({**rec, **{c: encode_image(rec[c]) for c in ("main", "ref", "ref_registered")},
-                            **{c: encode_residual(rec[c]) for c in ("naive_residual", "registered_residual")}})
+                writer.add({**rec, **{c: encode_image(rec[c]) for c in IMAGE_COLUMNS}})
             for row, err in bad:
                 frame = pl.DataFrame([{**{k: v for k, v in row.items() if k != "_pairs_row"},
                                        q.SOURCE_COL: pairs_source, q.ROW_COL: row["_pairs_row"]}])

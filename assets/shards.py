@@ -13,9 +13,13 @@ stored as raw little-endian arrays (no codec to decode on the hot path), all `im
     main                 binary  uint8  [S, S]  preprocessed main image (0..255)
     ref                  binary  uint8  [S, S]  preprocessed reference image
     ref_registered       binary  uint8  [S, S]  reference resampled onto main by the affine
-    naive_residual       binary  float16 [S, S] (main - ref) / 255, in [-1, 1]
-    registered_residual  binary  float16 [S, S] (main - ref_registered) / 255, in [-1, 1]
     affine               list<float32>[6]  the 2x3 affine (normalised coordinates) ref -> main
+
+The residuals are not stored: `PairImages.naive_residual` (main − ref) and
+`registered_residual` (main − ref_registered) are computed exactly from the uint8 images when
+read. Training recomputes main − ref after augmentation anyway (models/augment.py), so stored
+float16 residuals were 4 of every 7 bytes per pixel that nothing read on the hot path.
+`SHARD_FORMAT` is part of every group's inputs hash: shards of an older format are rebuilt.
 
 The manifest (`manifest.json` next to the shards) lists shard paths relative to it, their row
 counts, group, sha256 and the image size, so a reader never lists a bucket.
@@ -33,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 IMAGE_COLUMNS = ("main", "ref", "ref_registered")
-RESIDUAL_COLUMNS = ("naive_residual", "registered_residual")
+SHARD_FORMAT = 2  # 2: residuals computed on read, not stored
 SHARD_SCHEMA = pa.schema(
     [
         ("pair_id", pa.string()),
@@ -43,7 +47,6 @@ SHARD_SCHEMA = pa.schema(
         ("split", pa.string()),
         ("group", pa.string()),
         *[(c, pa.binary()) for c in IMAGE_COLUMNS],
-        *[(c, pa.binary()) for c in RESIDUAL_COLUMNS],
         ("affine", pa.list_(pa.float32(), 6)),
     ]
 )
@@ -52,7 +55,7 @@ MANIFEST_NAME = "manifest.json"
 
 @dataclass(frozen=True)
 class PairImages:
-    """One decoded shard row. Images are float32 in [0, 1]; residuals float32 in [-1, 1]."""
+    """One decoded shard row. Images are float32 in [0, 1]; residuals (computed) float32 in [-1, 1]."""
 
     pair_id: str
     subject_id: int
@@ -63,9 +66,15 @@ class PairImages:
     main: np.ndarray
     ref: np.ndarray
     ref_registered: np.ndarray
-    naive_residual: np.ndarray
-    registered_residual: np.ndarray
     affine: np.ndarray
+
+    @property
+    def naive_residual(self) -> np.ndarray:
+        return self.main - self.ref
+
+    @property
+    def registered_residual(self) -> np.ndarray:
+        return self.main - self.ref_registered
 
 
 def encode_image(img_u8: np.ndarray) -> bytes:
@@ -73,17 +82,8 @@ def encode_image(img_u8: np.ndarray) -> bytes:
     return np.ascontiguousarray(img_u8).tobytes()
 
 
-def encode_residual(residual: np.ndarray) -> bytes:
-    assert residual.ndim == 2
-    return np.ascontiguousarray(residual, dtype="<f2").tobytes()
-
-
 def decode_image(buf: bytes, size: int) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.uint8).reshape(size, size).astype(np.float32) / 255.0
-
-
-def decode_residual(buf: bytes, size: int) -> np.ndarray:
-    return np.frombuffer(buf, dtype="<f2").reshape(size, size).astype(np.float32)
 
 
 def read_manifest(root: str | Path) -> dict:
@@ -105,7 +105,6 @@ def iter_shard(path: str | Path, size: int, splits: set[str] | None = None) -> I
                 split=row["split"],
                 group=row["group"],
                 **{c: decode_image(row[c], size) for c in IMAGE_COLUMNS},
-                **{c: decode_residual(row[c], size) for c in RESIDUAL_COLUMNS},
                 affine=np.asarray(row["affine"], dtype=np.float32),
             )
 
@@ -142,7 +141,7 @@ class ShardWriter:
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
-        self.bytes += sum(len(row[c]) for c in (*IMAGE_COLUMNS, *RESIDUAL_COLUMNS))
+        self.bytes += sum(len(row[c]) for c in IMAGE_COLUMNS)
         if self.bytes >= self.max_bytes:
             self.flush()
 
