@@ -5,8 +5,9 @@
   actually received, pass MAX_BODY_BYTES; nothing past the bound is read, so a 200 MB body
   costs the server at most the bound (MLflow itself reads any body whole, then parses it).
 - Columns: MLflow's schema enforcement drops an input column its signature does not name (a
-  warning in the server log, the request answered as if it were not there); a JSON request
-  naming such a column is refused with 400 and the column named, as `spotdiff ask` refuses it.
+  warning in the server log, the request answered as if it were not there); a scoring
+  request (JSON, or CSV by its header row) naming such a column is refused with 400 and the
+  column named, as `spotdiff ask` refuses it.
 - Error bodies: MLflow answers a bad request with its generic message plus the server-side
   stack trace (paths, line numbers) and the real reason on the last line; clients get
   {"error_code", "message"} with that one reason, the trace goes to the server log only.
@@ -16,6 +17,7 @@ folder models/model_folder.py has checked."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -50,9 +52,13 @@ def reason_of(err: dict) -> str:
     return _EXCEPTION_PREFIX.sub("", lines[-1]) if lines else "bad request"
 
 
-def sent_columns(body: bytes) -> set[str] | None:
-    """The input columns a JSON scoring request names (dataframe_split / dataframe_records /
-    inputs / instances), or None when it is not JSON of those forms (MLflow then answers it)."""
+def sent_columns(body: bytes, content_type: str = "application/json") -> set[str] | None:
+    """The input columns a scoring request names: a CSV body's header row, or a JSON body's
+    dataframe_split / dataframe_records / inputs / instances; None when it is neither (MLflow
+    then answers it)."""
+    if content_type.split(";")[0].strip().lower() == "text/csv":
+        header = next(csv.reader([body.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")]), None)
+        return {c.strip() for c in header} if header else None
     try:
         req = json.loads(body)
     except ValueError:
@@ -101,7 +107,8 @@ class Guarded:
             if not msg.get("more_body"):
                 break
         if self.columns and scope.get("path") == "/invocations":
-            extra = sorted((sent_columns(bytes(body)) or set()) - set(self.columns))
+            content_type = dict(scope.get("headers") or []).get(b"content-type", b"").decode("latin-1")
+            extra = sorted((sent_columns(bytes(body), content_type) or set()) - set(self.columns))
             if extra:
                 for out in _json(400, "BAD_REQUEST", f"unknown column(s) {extra}; the model reads "
                                                      f"{list(self.columns)}"):

@@ -75,3 +75,14 @@ def test_a_column_the_signature_does_not_name_is_refused_not_dropped(client, bod
     assert r.status_code == 400, r.text
     assert r.json() == {"error_code": "BAD_REQUEST",
                         "message": "unknown column(s) ['extra']; the model reads ['question']"}
+
+
+@pytest.mark.timeout(120)
+def test_a_csv_request_is_checked_by_its_header_row(client):
+    csv_type = {"Content-Type": "text/csv"}
+    r = client.post("/invocations", content=b"question,extra\nhi,x\n", headers=csv_type)
+    assert r.status_code == 400 and r.json()["message"] == "unknown column(s) ['extra']; the model reads ['question']"
+    r = client.post("/invocations", content=b'"questoin"\r\nhi\r\n', headers={"Content-Type": "text/csv; charset=utf-8"})
+    assert r.status_code == 400 and "['questoin']" in r.json()["message"]
+    ok = client.post("/invocations", content=b"question\nhi\n", headers=csv_type)
+    assert ok.status_code == 200 and ok.json()["predictions"] == [{"answer": "hi"}]
