@@ -40,13 +40,16 @@ def note(command: str, started: float, ok: bool) -> None:
 
 
 def read_notes() -> dict[str, dict]:
-    """{command: note} for every stage with a readable note."""
+    """{command: note} for every stage with a readable, well-formed note."""
     out = {}
     for stage in STAGES:
         path = journal_dir() / f"{stage}.json"
         try:
             if path.is_file() and path.stat().st_size < 4096:
-                out[stage] = json.loads(path.read_text())
+                n = json.loads(path.read_text())
+                if (isinstance(n, dict) and isinstance(n.get("started"), (int, float))
+                        and isinstance(n.get("wall_s"), (int, float)) and isinstance(n.get("ok"), bool)):
+                    out[stage] = n  # anything else (a hand-edited or truncated note) is no note
         except (OSError, ValueError):
             continue
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -23,6 +24,13 @@ def train(params: dict, run_name: str | None = None, tags: dict | None = None):
     except TrackingUnreachable as e:
         raise UserError(str(e)) from e
     t, d = params["train"], params["data"]
+    log_dir = Path(resolve_path(t["log_dir"]))
+    try:  # found out after Ray started, it was a traceback from inside the run
+        log_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(log_dir, os.W_OK):
+            raise PermissionError("not writable")
+    except OSError as e:
+        raise UserError(f"train.log_dir {log_dir}: cannot write the run's log there ({e.strerror or e})") from e
     # Local folders or s3:// URLs alike, through the one storage layer (endpoint from env).
     residuals, prepared = storage_for(resolve_path(d["residuals_root"])), storage_for(resolve_path(d["prepared_root"]))
     for store, name in ((residuals, MANIFEST_NAME), (prepared, "pairs.parquet")):
@@ -45,7 +53,7 @@ def train(params: dict, run_name: str | None = None, tags: dict | None = None):
                                   else None)),
         ScalingSpec(t["num_workers"], t["use_gpu"], dict(t["resources_per_worker"])),
         RunSpec(name, resolve_path(t["storage_path"]), resolve_path(t["output_dir"]), t["max_failures"],
-                t["num_to_keep"], log_file=str(Path(resolve_path(t["log_dir"])) / f"{name}.log")),
+                t["num_to_keep"], log_file=str(log_dir / f"{name}.log")),
         TrackingSpec(tracking_uri(params), tr["experiment"], tr["system_metrics"],
                      tr["system_metrics_interval_s"], tr["sample_predictions"]),
         params_flat=flatten(params),

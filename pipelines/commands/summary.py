@@ -32,42 +32,78 @@ def _quarantined(*counts: dict | None) -> str:
     return f"{sum(c['rows_quarantined'] for c in known):,} quarantined" if known else ""
 
 
-def stage_facts(params: dict) -> dict[str, tuple[str, str]]:
-    """{stage: (rows, result)} from the outputs each stage leaves."""
-    d, q = params["data"], f"{params['data']['prepared_root']}/quarantine"
-    facts: dict[str, tuple[str, str]] = {}
+def _synth(params: dict, d: dict, q: str):
     truth = _json(f"{d['embedded_root']}/ground_truth/config.json")
-    facts["synth"] = (f"{truth['subjects']:,} subjects" if truth else "", "rendered" if truth else "observed")
+    return (f"{truth['subjects']:,} subjects", "rendered") if truth else ("", "observed")
+
+
+def _ingest(params: dict, d: dict, q: str):
     images, questions = _json(f"{q}/mimic_images.counts.json"), _json(f"{q}/diffvqa_questions.counts.json")
-    facts["ingest"] = (", ".join(f"{c['rows_out']:,} {what}" for c, what in ((images, "images"), (questions, "questions"))
-                                 if c), _quarantined(images, questions))
+    return (", ".join(f"{c['rows_out']:,} {what}" for c, what in ((images, "images"), (questions, "questions")) if c),
+            _quarantined(images, questions))
+
+
+def _pairs(params: dict, d: dict, q: str):
     pairs = _json(f"{q}/study_pairs.counts.json")
-    facts["pairs"] = (f"{pairs['rows_out']:,} questions" if pairs else "", _quarantined(pairs))
-    manifest = _json(f"{d['residuals_root']}/manifest.json") or {}
-    groups = manifest.get("groups", {})
-    if groups:
-        facts["residuals"] = (f"{sum(g.get('rows_out', 0) for g in groups.values()):,} pairs, {len(groups)} groups",
-                              _quarantined(*groups.values()))
+    return (f"{pairs['rows_out']:,} questions", _quarantined(pairs)) if pairs else None
+
+
+def _residuals(params: dict, d: dict, q: str):
+    groups = (_json(f"{d['residuals_root']}/manifest.json") or {}).get("groups", {})
+    return ((f"{sum(g.get('rows_out', 0) for g in groups.values()):,} pairs, {len(groups)} groups",
+             _quarantined(*groups.values())) if groups else None)
+
+
+def _pretrain(params: dict, d: dict, q: str):
     pre = _json(f"{params['pretrain']['output_dir']}/pretrain.json")
-    if pre:
-        facts["pretrain"] = ("", f"val presence F1 {pre['val_presence_f1']:.3f}" if "val_presence_f1" in pre
-                             else f"skipped: {pre.get('skipped', pre.get('reason', 'off'))}")
+    if not pre:
+        return None
+    return ("", f"val presence F1 {pre['val_presence_f1']:.3f}" if "val_presence_f1" in pre
+            else f"skipped: {pre.get('skipped', 'off')}")
+
+
+def _train(params: dict, d: dict, q: str):
     m = _json(f"{params['train']['output_dir']}/metrics.json")
-    if m:
-        facts["train"] = (f"{m.get('steps', 0):,} steps", f"best epoch {m.get('best_epoch', '?')}")
+    return (f"{m.get('steps', 0):,} steps", f"best epoch {m.get('best_epoch', '?')}") if m else None
+
+
+def _evaluate(params: dict, d: dict, q: str):
     e = _json(params["evaluate"]["metrics_file"])
-    if e and "change_f1" in e:
-        ci = e.get("ci95", {}).get("change_f1")
-        facts["evaluate"] = (f"{int(e.get('n', 0)):,} test answers",
-                             f"change-F1 {e['change_f1']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-                             + f", parse rate {e.get('prediction_parse_rate', float('nan')):.3f}")
-    out = params["registry"]["output_dir"]
-    reg = _json(f"{out}/registered.json")
-    if reg:
-        facts["register"] = ("", f"{reg['name']} version {reg['version']} (candidate)")
-    champ = _json(f"{out}/champion.json")
-    if champ:
-        facts["promote"] = ("", ("promoted: " if champ.get("promoted") else "kept: ") + str(champ.get("reason", "")))
+    if not e or "change_f1" not in e:
+        return None
+    ci = e.get("ci95", {}).get("change_f1")
+    return (f"{int(e.get('n', 0)):,} test answers",
+            f"change-F1 {e['change_f1']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+            + f", parse rate {e.get('prediction_parse_rate', float('nan')):.3f}")
+
+
+def _register(params: dict, d: dict, q: str):
+    reg = _json(f"{params['registry']['output_dir']}/registered.json")
+    return ("", f"{reg['name']} version {reg['version']} (candidate)") if reg else None
+
+
+def _promote(params: dict, d: dict, q: str):
+    champ = _json(f"{params['registry']['output_dir']}/champion.json")
+    return ("", ("promoted: " if champ.get("promoted") else "kept: ") + str(champ.get("reason", ""))) if champ else None
+
+
+FACTS = {"synth": _synth, "ingest": _ingest, "pairs": _pairs, "residuals": _residuals, "pretrain": _pretrain,
+         "train": _train, "evaluate": _evaluate, "register": _register, "promote": _promote}
+
+
+def stage_facts(params: dict) -> dict[str, tuple[str, str]]:
+    """{stage: (rows, result)} from the outputs each stage leaves. A report of an unexpected
+    shape (hand-edited, another version's) is said so in its row, not a traceback."""
+    d = params["data"]
+    q = f"{d['prepared_root']}/quarantine"
+    facts: dict[str, tuple[str, str]] = {}
+    for stage, read in FACTS.items():
+        try:
+            got = read(params, d, q)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+            got = ("", "[yellow]output of an unexpected shape[/]")
+        if got:
+            facts[stage] = got
     return facts
 
 

@@ -57,3 +57,22 @@ def test_summary_reads_the_results_the_stages_left(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "change-F1 0.546 [0.503, 0.585]" in r.output and "327 test answers" in r.output
     assert "kept: candidate not better" in r.output and "version 3" in r.output
+
+
+def test_malformed_notes_and_reports_are_rows_not_tracebacks(tmp_path, monkeypatch):
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    monkeypatch.setenv("SPOTDIFF_JOURNAL_DIR", str(journal))
+    (journal / "ingest.json").write_text("{not json")
+    (journal / "pairs.json").write_text(json.dumps({"started": "yesterday", "wall_s": 1, "ok": True}))
+    (journal / "residuals.json").write_bytes(b"\x00" * 10_000)  # past the note bound
+    params = tmp_path / "params.yaml"
+    params.write_text(open("params.yaml").read().replace("metrics_file: metrics.json", "metrics_file: out/metrics.json"))
+    monkeypatch.setenv("SPOTDIFF_PARAMS", str(params))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/metrics.json").write_text(json.dumps({"change_f1": "high", "n": 3}))
+    r = runner.invoke(app, ["summary"])
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    rows = {line.split("│")[1].strip(): line for line in r.output.splitlines() if line.count("│") > 4}
+    assert "unexpected shape" in rows["evaluate"]
+    assert all("ran" not in rows[s] for s in ("ingest", "pairs", "residuals"))

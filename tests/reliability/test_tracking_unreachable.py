@@ -44,6 +44,21 @@ def test_train_fails_fast_when_mlflow_is_unreachable(tmp_path, monkeypatch):
     assert not ray.is_initialized()
 
 
+def test_train_refuses_a_log_folder_it_cannot_write_before_starting(tmp_path):
+    data = write_tiny_shards(tmp_path / "data", n_shards=1)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    r = runner.invoke(app, ["train", "--profile", "smoke",
+                            "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                            "--set", f"data.residuals_root={data.residuals_root}",
+                            "--set", f"data.prepared_root={data.pairs_parquet.parent}",
+                            "--set", f"train.log_dir={blocker / 'logs'}",
+                            "--set", f"train.output_dir={tmp_path / 'out'}", "--set", f"train.storage_path={tmp_path / 'ray'}"])
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and "train.log_dir" in r.output and "cannot write" in r.output
+    assert not (tmp_path / "out").exists() and not ray.is_initialized()
+
+
 class _Health(BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200 if self.path == "/health" else 404)
