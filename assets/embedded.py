@@ -110,9 +110,8 @@ def materialize_embedded(params: dict, progress: Callable[[int], None] = lambda 
         raise UserError(f"data.embedded_root {root}: exists and is not a directory")
     if renders_embedded(params):
         cfg = synth_config(params)
-        on_total(cfg.subjects)
         (root / OBSERVED_FILE).unlink(missing_ok=True)
-        summary = generate(root, cfg, progress=progress)
+        summary = generate(root, cfg, progress=progress, on_total=on_total)
         return {"mode": "rendered", **summary, "tables": fingerprint(params)}
     report = {"mode": "observed", "mimic_root": params["data"]["mimic_root"],
               "diffvqa_root": params["data"]["diffvqa_root"], "tables": fingerprint(params)}

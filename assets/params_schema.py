@@ -35,6 +35,7 @@ class Synth(_Section):
     lateral_fraction: float
     workers: int
     jpeg_quality: int
+    added_subjects: int
 
 
 class Pairs(_Section):

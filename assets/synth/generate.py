@@ -47,18 +47,50 @@ def _render_all(plans, cfg: SynthConfig, mimic_root: Path, progress: Callable[[i
         return results
 
 
-def generate(out: Path, cfg: SynthConfig, progress: Callable[[int], None] = lambda n: None) -> dict:
+def _rendered_before(out: Path, cfg: SynthConfig) -> int | None:
+    """How many subjects the dataset at `out` already holds, if it is this configuration with
+    fewer (or as many) added subjects; None when it must be rendered from scratch."""
+    config = out / "ground_truth" / "config.json"
+    if not all((out / name).exists() for name in OUTPUTS) or not config.is_file():
+        return None
+    try:
+        before = json.loads(config.read_text())
+    except ValueError:
+        return None
+    now = _settings(cfg)
+    same = {k: v for k, v in before.items() if k != "added_subjects"} == {k: v for k, v in now.items()
+                                                                            if k != "added_subjects"}
+    added = before.get("added_subjects", 0)
+    return cfg.subjects + added if same and isinstance(added, int) and added <= cfg.added_subjects else None
+
+
+def _settings(cfg: SynthConfig) -> dict:
+    # `workers` is left out: it changes how fast, never what is written; added_subjects only when
+    # there are some, so a dataset without them keeps the bytes it always had
+    return {k: v for k, v in asdict(cfg).items()
+            if k != "workers" and not (k == "added_subjects" and v == 0)}
+
+
+def generate(out: Path, cfg: SynthConfig, progress: Callable[[int], None] = lambda n: None,
+             on_total: Callable[[int], None] = lambda n: None) -> dict:
+    """Render the dataset into `out`. When `out` already holds this configuration with fewer
+    added subjects, only the new subjects are rendered: every existing image keeps its bytes,
+    every table keeps its rows (the new ones follow), the ground truth gains the new studies."""
     out = Path(out)
-    for name in OUTPUTS:  # stale files from a bigger earlier run must not survive
-        target = out / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+    done = _rendered_before(out, cfg)
+    if done is None:
+        done = 0
+        for name in OUTPUTS:  # stale files from a bigger earlier run must not survive
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
     mimic_root, vqa_root, gt_root = out / "mimic-cxr-jpg", out / "medical-diff-vqa", out / "ground_truth"
     t0 = time.perf_counter()
     plans = make_plan(cfg)
-    results = _render_all(plans, cfg, mimic_root, progress)
+    on_total(len(plans) - done)
+    results = _render_all(plans[done:], cfg, mimic_root, progress)
     t_render = time.perf_counter() - t0
 
     tables = writer.mimic_tables(plans, cfg.image_size, cfg.seed)
@@ -69,11 +101,12 @@ def generate(out: Path, cfg: SynthConfig, progress: Callable[[int], None] = lamb
     pairs, question_truth = writer.question_tables(plans, cfg.seed)
     writer.write_csv(pairs, vqa_root / "mimic_pair_questions.csv")
     images = {im["dicom_id"]: im for r in results for im in r.images}
-    writer.write_parquet(writer.study_truth(plans, images), gt_root / "studies.parquet")
+    studies = writer.study_truth(plans[done:], images)
+    if done:  # the studies already rendered keep their recorded acquisitions
+        studies = pl.concat([pl.read_parquet(gt_root / "studies.parquet"), studies]).rechunk()
+    writer.write_parquet(studies, gt_root / "studies.parquet")
     writer.write_parquet(question_truth, gt_root / "questions.parquet")
-    # `workers` is left out: it changes how fast, never what is written.
-    settings = {k: v for k, v in asdict(cfg).items() if k != "workers"}
-    (gt_root / "config.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    (gt_root / "config.json").write_text(json.dumps(_settings(cfg), indent=2, sort_keys=True) + "\n")
     write_contact_sheet(mimic_root, pairs, tables["mimic_all"], out / "contact_sheet.png")
 
     timings = Timings()
@@ -81,7 +114,7 @@ def generate(out: Path, cfg: SynthConfig, progress: Callable[[int], None] = lamb
         timings.add(r.timings)
     frontal = tables["metadata"].filter(pl.col("ViewPosition") != "LATERAL").height
     return {
-        "subjects": len(plans), "studies": tables["mimic_all"].height, "images": tables["metadata"].height,
+        "subjects": len(plans), "rendered_subjects": len(plans) - done, "studies": tables["mimic_all"].height, "images": tables["metadata"].height,
         "frontal_images": frontal, "questions": pairs.height,
         "difference_questions": pairs.filter(pl.col("question_type") == "difference").height,
         "seconds": round(time.perf_counter() - t0, 1), "render_seconds": round(t_render, 1),

@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _summary_line(summary: dict, out) -> str:
-    return (f"wrote {summary['subjects']} subjects, {summary['studies']} studies, {summary['images']} images "
+    added = summary["subjects"] - summary["rendered_subjects"]
+    return (f"wrote {summary['subjects']} subjects" + (f" ({added} already there, kept)" if added else "") + ", {summary['studies']} studies, {summary['images']} images "
             f"({summary['frontal_images']} frontal), {summary['questions']} questions "
             f"({summary['difference_questions']} difference) to {out} in {summary['seconds']} s")
 
@@ -33,6 +34,9 @@ def synth(
     image_size: Optional[int] = typer.Option(None, "--image-size", help="JPEG side in pixels."),
     profile: Optional[str] = typer.Option(None, "--profile", help="params.yaml profile: smoke or default."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: params.yaml)."),
+    added_subjects: Optional[int] = typer.Option(None, "--added-subjects",
+                                                 help="Subjects arriving after the first --subjects: "
+                                                      "only those not yet in --out are rendered."),
 ) -> None:
     """Render the embedded chest X-ray dataset with exact ground truth (or observe a download)."""
     with user_errors():
@@ -41,10 +45,11 @@ def synth(
         from assets.embedded import materialize_embedded, renders_embedded, synth_config
 
         params = params_for(profile)
-        options = {"subjects": subjects, "seed": seed, "image_size": image_size, "workers": workers}
+        options = {"subjects": subjects, "seed": seed, "image_size": image_size, "workers": workers,
+                   "added_subjects": added_subjects}
         if out is None and any(v is not None for v in options.values()):
-            raise UserError("--subjects/--seed/--image-size/--workers need --out; the pipeline's "
-                            "dataset takes params.yaml's synth section")
+            raise UserError("--subjects/--seed/--image-size/--workers/--added-subjects need --out; the "
+                            "pipeline's dataset takes params.yaml's synth section (synth.added_subjects)")
         cfg = synth_config(params, **options) if out is not None else None  # checked before any bar
         if out is not None and out.exists() and not out.is_dir():
             raise UserError(f"--out {out}: exists and is not a directory")
@@ -60,8 +65,8 @@ def synth(
                 else:
                     from assets.synth.generate import generate
 
-                    bar.update(task, total=cfg.subjects)
-                    report = {"mode": "rendered", **generate(out, cfg, progress=advance)}
+                    report = {"mode": "rendered", **generate(out, cfg, progress=advance,
+                                                              on_total=lambda n: bar.update(task, total=n))}
         out = out or params["data"]["embedded_root"]
         if report["mode"] == "observed":
             typer.echo(f"observed the download at {report['mimic_root']} and {report['diffvqa_root']} "
