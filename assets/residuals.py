@@ -194,28 +194,80 @@ def shard_intact(out: Storage, shard: dict) -> bool:
     return n == shard.get("bytes", n) and h.hexdigest() == shard["sha256"]
 
 
+KEY_COLUMNS = ("pair_id", "main_path", "ref_path", "split", "subject_id", "main_study_id", "ref_study_id")
+
+
+def _digest(ids: list[str], keys: dict[str, str]) -> str:
+    """What a set of pairs' shard rows depend on, besides the config: their keys."""
+    h = hashlib.sha256()
+    for i in sorted(ids):
+        h.update(keys[i].encode() + b"\n")
+    return h.hexdigest()
+
+
+def _quarantined_pair() -> pl.Expr:
+    """The pair_id of a quarantine row (its original row, as JSON)."""
+    return pl.col("original").str.json_path_match("$.pair_id")
+
+
+def _config_hash(cfg: ResidualConfig) -> str:
+    return hashlib.sha256(json.dumps({**asdict(cfg), "shard_format": SHARD_FORMAT}, sort_keys=True,
+                                     default=list).encode()).hexdigest()
+
+
+def _kept(old: dict, keys: dict[str, str], cfg: ResidualConfig, out: Storage) -> tuple[list[dict], list[str]] | None:
+    """From the group's last run: its shards and quarantined pairs that still hold for these
+    pairs (same config, every pair still there with the same key, shard bytes intact). None:
+    nothing can be kept — the config changed, a pair changed or left, or a shard is damaged."""
+    if old.get("config_hash") != _config_hash(cfg) or "quarantined_ids" not in old:
+        return None
+    for ids, digest in ([(s.get("pair_ids"), s.get("pairs_digest")) for s in old["shards"]]
+                        + [(old["quarantined_ids"], old.get("quarantined_digest"))]):
+        if ids is None or any(i not in keys for i in ids) or _digest(ids, keys) != digest:
+            return None
+    if not all(shard_intact(out, s) for s in old["shards"]):
+        return None
+    return old["shards"], old["quarantined_ids"]
+
+
 def materialize_group(pairs: pl.DataFrame, group: str, out: Storage, cfg: ResidualConfig,
                       pairs_source: str = "pairs.parquet", options: dict | None = None,
                       progress: Callable[[int], None] | None = None, n_previews: int = 4,
                       base: str | None = None) -> GroupResult:
     """Write one group's shards + group manifest + group quarantine under `out`, atomically per
-    file; skip the work when the group's inputs hash matches what is already written."""
+    file. What the group's last run wrote is kept when it still holds: nothing to do when its
+    pairs and config are unchanged; only the new pairs are registered (into new shards) when
+    pairs were added; the group is rebuilt when any pair changed or left, or the config did."""
     # Number the rows before filtering: the quarantine names the row in the whole pairs.parquet.
     todo = unique_pairs(pairs.with_row_index("_pairs_row", offset=1).filter(pl.col("group") == group))
     digest = inputs_hash(todo, cfg)
-    mpath = f"{group_dir(group)}/{MANIFEST_NAME}"
-    if out.exists(mpath):
-        old = out.read_json(mpath)
-        if old.get("inputs_hash") == digest and all(shard_intact(out, s) for s in old["shards"]):
+    keys = {r[0]: "|".join(map(str, r)) for r in todo.select(*KEY_COLUMNS).iter_rows()}
+    mpath, qpath = f"{group_dir(group)}/{MANIFEST_NAME}", f"{group_dir(group)}/quarantine.parquet"
+    kept = _kept(out.read_json(mpath), keys, cfg, out) if out.exists(mpath) else None
+    if kept is not None:
+        kept_shards, kept_quarantined = kept
+        old_q = out.read_parquet(qpath) if out.exists(qpath) else q.empty()
+        # the pairs' lines in pairs.parquet may have moved (new rows sorted in): name today's
+        rows_now = dict(todo.select("pair_id", "_pairs_row").iter_rows())
+        old_q = old_q.with_columns(_quarantined_pair().replace_strict(rows_now, default=None)
+                                   .cast(pl.Int64).alias("row")) if old_q.height else old_q
+        done = {i for s in kept_shards for i in s["pair_ids"]} | set(kept_quarantined)
+        if done == set(keys):
             if progress:
                 progress(todo.height)
-            qpath = f"{group_dir(group)}/quarantine.parquet"
-            return GroupResult(group, old, out.read_parquet(qpath) if out.exists(qpath) else q.empty(), True, [])
-    for stale in out.list_files(group_dir(group)):
-        out.remove(stale)
-    writer = ShardWriter(out, group, cfg.image_size, int(cfg.shard_max_mb * 2**20))
-    qparts, previews = [], []
-    rows = todo.to_dicts()
+            manifest = {**out.read_json(mpath), "inputs_hash": digest}
+            return GroupResult(group, manifest, old_q, True, [])
+        if progress:
+            progress(len(done))
+        todo_new = todo.filter(~pl.col("pair_id").is_in(list(done)))
+        first = 1 + max((int(s["path"].rsplit("-", 1)[1].split(".")[0]) for s in kept_shards), default=-1)
+    else:
+        kept_shards, old_q, todo_new, first = [], q.empty(), todo, 0
+        for stale in out.list_files(group_dir(group)):
+            out.remove(stale)
+    writer = ShardWriter(out, group, cfg.image_size, int(cfg.shard_max_mb * 2**20), first_index=first)
+    qparts, previews = [old_q] if old_q.height else [], []
+    rows = todo_new.to_dicts()
     batches = [rows[i:i + cfg.batch_size] for i in range(0, len(rows), cfg.batch_size)]
     with ThreadPoolExecutor(max(1, cfg.workers)) as pool:
         # Decoding of batch i+1 is queued before batch i is registered and written, so the
@@ -225,8 +277,8 @@ def materialize_group(pairs: pl.DataFrame, group: str, out: Storage, cfg: Residu
         for i, batch in enumerate(batches):
             loaded = [f.result() for f in pending]
             pending = submit(batches[i + 1]) if i + 1 < len(batches) else []
-            done, bad = _process_batch(batch, loaded, cfg)
-            for rec in done:
+            done_batch, bad = _process_batch(batch, loaded, cfg)
+            for rec in done_batch:
                 if len(previews) < n_previews:
                     previews.append(rec)
                 writer.add({**rec, **{c: encode_image(rec[c]) for c in IMAGE_COLUMNS}})
@@ -236,14 +288,19 @@ def materialize_group(pairs: pl.DataFrame, group: str, out: Storage, cfg: Residu
                 qparts.append(q.rows(frame, "residual_images", err.reason, err.detail))
             if progress:
                 progress(len(batch))
-    shards = writer.close()
-    quarantined = pl.concat(qparts) if qparts else q.empty()
+    new_shards = writer.close()
+    for s in new_shards:
+        s["pairs_digest"] = _digest(s["pair_ids"], keys)
+    shards = kept_shards + new_shards
+    quarantined = pl.concat(qparts, how="vertical_relaxed") if qparts else q.empty()
     rows_out = sum(s["rows"] for s in shards)
     assert todo.height == rows_out + quarantined.height, "residual_images: pairs lost"
     out.write_parquet(quarantined, group_dir(group), "quarantine.parquet")
+    q_ids = quarantined.select(_quarantined_pair()).to_series().to_list() if quarantined.height else []
     manifest = {"group": group, "image_size": cfg.image_size, "inputs_hash": digest, "shards": shards,
                 "rows_in": todo.height, "rows_out": rows_out, "rows_quarantined": quarantined.height,
-                "config": asdict(cfg)}
+                "config": asdict(cfg), "config_hash": _config_hash(cfg), "quarantined_ids": q_ids,
+                "quarantined_digest": _digest(q_ids, keys), "rows_added": todo_new.height}
     out.write_json(manifest, mpath)
     return GroupResult(group, manifest, quarantined, False, previews)
 
@@ -275,7 +332,8 @@ def _write_root_manifest(out: Storage, image_size: int) -> dict:
         m = out.read_json(path)
         if m["image_size"] != image_size:
             continue  # written under another image_size: not part of this dataset
-        shards += m["shards"]
+        # per-shard pair lists stay in the group manifests: training needs paths and counts only
+        shards += [{k: v for k, v in sh.items() if k != "pair_ids"} for sh in m["shards"]]
         groups[g] = {k: m[k] for k in ("rows_in", "rows_out", "rows_quarantined", "inputs_hash")}
     manifest = {"image_size": image_size, "shards": shards, "groups": groups}
     out.write_json(manifest, MANIFEST_NAME)

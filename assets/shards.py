@@ -133,8 +133,11 @@ class ShardWriter:
     """Accumulates shard rows and writes a parquet shard each time `max_bytes` of payload is
     reached. Each shard is written atomically through `storage` (temp name, then rename)."""
 
-    def __init__(self, storage, group: str, image_size: int, max_bytes: int):
+    def __init__(self, storage, group: str, image_size: int, max_bytes: int, first_index: int = 0):
+        """first_index: the number of the first shard written (a group that grows keeps its
+        earlier shards and adds new ones after them)."""
         self.storage, self.group, self.image_size, self.max_bytes = storage, group, image_size, max_bytes
+        self.first_index = first_index
         self.rows: list[dict] = []
         self.bytes = 0
         self.shards: list[dict] = []
@@ -155,10 +158,11 @@ class ShardWriter:
         buf = io.BytesIO()
         pq.write_table(table, buf, row_group_size=ROW_GROUP_ROWS, compression="zstd", write_statistics=False)
         data = buf.getvalue()
-        rel = f"{group_dir(self.group)}/shard-{len(self.shards):05d}.parquet"
+        rel = f"{group_dir(self.group)}/shard-{self.first_index + len(self.shards):05d}.parquet"
         self.storage.write_bytes(data, rel)
         self.shards.append({"path": rel, "rows": len(self.rows), "group": self.group,
-                            "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)})
+                            "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                            "pair_ids": [r["pair_id"] for r in self.rows]})
         self.rows, self.bytes = [], 0
 
     def close(self) -> list[dict]:

@@ -14,7 +14,7 @@ from assets.residuals import (ResidualConfig, decode_resize, load_preprocessed, 
                               preview_grid, read_group_back)
 import pyarrow.parquet as pq
 
-from assets.shards import SHARD_SCHEMA, iter_pairs, read_manifest
+from assets.shards import SHARD_SCHEMA, iter_pairs, iter_shard, read_manifest
 from assets.storage import Storage
 from tests.fixtures.tiny_mimic import NOTHING, write_tiny
 
@@ -120,3 +120,28 @@ def test_read_back_and_preview(materialized):
     assert stats.height == results[0].manifest["rows_out"] and stats["finite"].all()
     png = Image.open(io.BytesIO(preview_grid(previews, tile=32)))
     assert png.size == (4 * 32, 2 * 32)
+
+
+def test_a_group_grows_by_its_new_pairs_only(materialized, tmp_path):
+    """New pairs of a group go into new shards beside the kept ones; a changed pair rebuilds it."""
+    _, pairs, _, cfg, _, _ = materialized
+    g = pairs.group_by("group").agg(pl.col("pair_id").n_unique()).sort("pair_id", descending=True)["group"][0]
+    ids = sorted(pairs.filter(pl.col("group") == g)["pair_id"].unique().to_list())
+    early = pairs.filter(~pl.col("pair_id").is_in(ids[::3]))  # a third of the group arrives later
+    out = Storage(str(tmp_path / "res"))
+    first = materialize_group(early, g, out, cfg)
+    kept = {p: out.read_bytes(p) for p in out.list_files(f"group={g}") if "shard-" in p}
+    grown = materialize_group(pairs, g, out, cfg)
+    assert not grown.skipped and grown.manifest["rows_added"] == len(ids[::3])
+    assert grown.manifest["rows_in"] == len(ids) == grown.manifest["rows_out"] + grown.manifest["rows_quarantined"]
+    assert all(out.read_bytes(p) == b for p, b in kept.items())  # earlier shards untouched
+    assert [s["path"] for s in grown.manifest["shards"][:len(first.manifest["shards"])]] == \
+        [s["path"] for s in first.manifest["shards"]]
+    held = {r.pair_id for s in grown.manifest["shards"] for r in iter_shard(out.fs.open(out.url(s["path"]), "rb"), 64)}
+    assert held == set(ids)
+    assert materialize_group(pairs, g, out, cfg).skipped  # nothing new: nothing done
+    # a pair whose image path changed: the group is rebuilt, not patched
+    moved = pairs.with_columns(pl.when(pl.col("pair_id") == ids[1]).then(pl.col("main_path") + "?")
+                               .otherwise(pl.col("main_path")).alias("main_path"))
+    rebuilt = materialize_group(moved, g, out, cfg)
+    assert rebuilt.manifest["rows_added"] == len(ids) and rebuilt.manifest["rows_quarantined"] == 1
