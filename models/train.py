@@ -157,13 +157,24 @@ def fit(train_cfg: TrainConfig, model_cfg: dict, data: DataSpec, scaling: Scalin
         tracking: TrackingSpec, params_flat: dict | None = None, tags: dict | None = None,
         threads_per_worker: int | None = None, test_num_beams: int | None = None,
         score_kwargs: dict | None = None) -> FitResult:
-    """Train, select on validation, score test once; returns where everything landed."""
+    """Train, select on validation, score test once; returns where everything landed. What Ray,
+    MLflow and the scorers print goes to run.log_file (when set); the terminal gets the training's
+    progress and validation lines (models/chatter.py)."""
+    from models.chatter import chatter_to_log
+
+    with chatter_to_log(run.log_file):
+        return _fit(train_cfg, model_cfg, data, scaling, run, tracking, params_flat, tags,
+                    threads_per_worker, test_num_beams, score_kwargs)
+
+
+def _fit(train_cfg: TrainConfig, model_cfg: dict, data: DataSpec, scaling: ScalingSpec, run: RunSpec,
+         tracking: TrackingSpec, params_flat: dict | None, tags: dict | None, threads_per_worker: int | None,
+         test_num_beams: int | None, score_kwargs: dict | None) -> FitResult:
     import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from models import tracking as trk
-    from models.chatter import chatter_to_log
 
     tok_files = train_tokenizer_files(data.pairs_parquet, int(model_cfg["vocab_size"]),
                                       train_cfg.question_types, data.pairs_options)
@@ -200,14 +211,12 @@ def fit(train_cfg: TrainConfig, model_cfg: dict, data: DataSpec, scaling: Scalin
                 checkpoint_score_order=train_cfg.select_mode)),
     )
     try:
-        with chatter_to_log(run.log_file):
-            if not ray.is_initialized():
-                # No dashboard (2 cores), so Ray Train's placement-group cleaner cannot reach the
-                # state API and warns every few seconds (2,271 of a default run's ~3,100 lines);
-                # Ray-side loggers speak from ERROR up. Whatever they still say, and MLflow's
-                # notices, go to run.log_file; the workers' progress lines also to the terminal.
-                ray.init(include_dashboard=False, logging_config=ray.LoggingConfig(log_level="ERROR"))
-            result = trainer.fit()
+        if not ray.is_initialized():
+            # No dashboard (2 cores), so Ray Train's placement-group cleaner cannot reach the
+            # state API and warns every few seconds (2,271 of a default run's ~3,100 lines);
+            # Ray-side loggers speak from ERROR up. Whatever they still say goes to run.log_file.
+            ray.init(include_dashboard=False, logging_config=ray.LoggingConfig(log_level="ERROR"))
+        result = trainer.fit()
     except Exception:
         if run_id:  # the run must not stay RUNNING forever in the MLflow UI
             trk.fail_run(tracking.uri, run_id)

@@ -20,6 +20,12 @@ DEFAULTS = {
     # the driver twice. Plain print: once, still forwarded by Ray as "(RayTrainWorker pid=..)".
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
     "DO_NOT_TRACK": "1",
+    # MLflow draws a progress bar per artifact download (register, promote): lines of bars on
+    # the main job's terminal for files of a few KB
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # MLflow's INFO notices (database set-up, input-example validation, "registered model"): the
+    # commands print what they did themselves; warnings and errors still show
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
 }
 
 for _key, _value in DEFAULTS.items():

@@ -61,7 +61,7 @@ def chain(tmp_path_factory):
     # the profile where DVC records it (a stage refuses an environment profile params.yaml does not name)
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("\nprofile: default\n", "\nprofile: smoke\n", 1))
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     out = run(["dvc", "repro"], repo, env)
     wall = time.perf_counter() - t0
     print(f"dvc repro (smoke, fresh clone): {wall:.0f} s")
@@ -72,7 +72,7 @@ def chain(tmp_path_factory):
 
         MlflowClient(uri, registry_uri=uri).set_registered_model_alias("spotdiff-real", "champion", "1")
     return {"repo": repo, "env": env, "first": out.stdout + out.stderr, "wall": wall, "uri": uri,
-            "gate": gate}
+            "gate": gate, "started": started}
 
 
 def client(chain):
@@ -84,6 +84,12 @@ def client(chain):
 def test_repro_runs_the_chain_and_ends_with_the_gate_decision(chain):
     for stage in CHAIN:
         assert f"Running stage '{stage}'" in chain["first"], stage
+    # the main job's closing table: every stage of this repro ran, and the champion (or none)
+    summary = run(["spotdiff", "summary", "--since", str(chain["started"])], chain["repo"], chain["env"]).stdout
+    rows = {line.split("│")[1].strip(): line for line in summary.splitlines() if line.count("│") > 4}
+    for stage in CHAIN:
+        assert "│ ran " in rows[stage], (stage, summary)
+    assert "champion:" in summary
     gate = chain["gate"]
     c = client(chain)
     mv = c.get_model_version_by_alias("spotdiff-real", "candidate")
