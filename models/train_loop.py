@@ -230,7 +230,7 @@ def train(cfg: TrainConfig, model_cfg: dict, data: DataSpec, rt: Runtime) -> ckp
     collate = collate_for(tokenizer, model_cfg)
     autocast = torch.bfloat16 if (cfg.bf16 and rt.device.type == "cuda") else None
 
-    print_every = cfg.log_every * max(1, steps // 4 // max(cfg.log_every, 1))
+    print_every = cfg.log_every * max(1, steps // 3 // max(cfg.log_every, 1))
     for epoch in range(state.epoch, cfg.epochs):
         stream.set_epoch(epoch)
         # Reseed per epoch (dropout RNG): a run resumed from epoch k's checkpoint then replays
@@ -252,7 +252,7 @@ def train(cfg: TrainConfig, model_cfg: dict, data: DataSpec, rt: Runtime) -> ckp
                     "train/samples_per_s": q_last / max(now - t_last, 1e-9),
                     "train/epoch": epoch + 1}, state.step)
                 if rt.rank == 0 and (state.step % print_every == 0 or state.step == 1):
-                    # progress line, four per epoch (MLflow gets every log_every); Ray forwards
+                    # progress line, three per epoch (MLflow gets every log_every); Ray forwards
                     # worker stdout to the driver
                     print(f"[epoch {epoch + 1}/{cfg.epochs}] step {state.step}/{steps * cfg.epochs} "
                           f"loss {losses['loss']:.4f} (l_gen {losses['l_gen']:.4f}, "

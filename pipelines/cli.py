@@ -29,6 +29,10 @@ for module in (synth, data, pretrain, train, ablate, evaluate, registry, summary
 def _journal(ctx: typer.Context) -> None:
     """Pipeline stages note their wall time and outcome for `spotdiff summary`."""
     started = time.time()
+    if ctx.invoked_subcommand in journal.STAGES:  # one header line per stage of the main job
+        from rich.console import Console
+
+        Console(stderr=True).rule(f"spotdiff {ctx.invoked_subcommand}", style="dim")
 
     def close() -> None:  # runs while the command's exception (if any) is still in flight
         error = sys.exc_info()[1]

@@ -18,7 +18,9 @@ if [ -n "${SPOTDIFF_PROFILE:-}" ]; then
 fi
 started=$(date +%s)
 status=0
-dvc repro "$@" || status=$?
+# -q: DVC's own lines (stage banners, lock-file updates) stay off the terminal; each stage
+# announces itself, and the table below says what ran and what was up to date
+dvc repro -q "$@" || status=$?
 # one table of what ran, how long, the rows and the results, then the champion (also after a failure)
 spotdiff summary --since "$started" || true
 exit "$status"

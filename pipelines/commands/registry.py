@@ -17,6 +17,7 @@ from models.lifecycle.runs import tracking_uri
 from pipelines.commands.common import UserError, params_for, user_errors
 
 ProfileOpt = typer.Option(None, help="params.yaml profile (default: params' `profile`)")
+SummaryOpt = typer.Option(False, "--summary", help="one line, not the JSON (the main job's terminal)")
 
 
 def _check_output_file(option: str, path: Path) -> None:
@@ -36,18 +37,21 @@ def register(app: typer.Typer) -> None:
         metrics: Path = typer.Option(None, help="evaluation scores added as test.* tags "
                                                 "(default: evaluate.metrics_file)"),
         profile: str = ProfileOpt,
+        summary: bool = SummaryOpt,
     ) -> None:
         """Log the trained model as the MLflow pyfunc, register it (alias `candidate`), export it."""
         with user_errors():
             reg = model_registry.register(params_for(profile), metrics)
-        typer.echo(json.dumps(asdict(reg), indent=2))
+        typer.echo(f"registered {reg.model_uri} (alias candidate), MLflow run {reg.run_id}" if summary
+                   else json.dumps(asdict(reg), indent=2))
 
     @app.command("promote")
-    def promote_cmd(profile: str = ProfileOpt) -> None:
+    def promote_cmd(profile: str = ProfileOpt, summary: bool = SummaryOpt) -> None:
         """Move alias `champion` to the candidate if the promotion rule says so (idempotent)."""
         with user_errors():
-            _, summary = model_registry.promote(params_for(profile))
-        typer.echo(json.dumps(summary, indent=2))
+            _, decision = model_registry.promote(params_for(profile))
+        typer.echo(f"{'promoted' if decision['promoted'] else 'not promoted'}: {decision['reason']}" if summary
+                   else json.dumps(decision, indent=2))
 
     @app.command()
     def ask(
