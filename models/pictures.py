@@ -4,6 +4,8 @@ confusion matrix of finding changes. Pure matplotlib; MLflow/Dagster adapters lo
 
 from __future__ import annotations
 
+import warnings
+
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +93,9 @@ def sample_sheet(answerer: Answerer, residuals_root: str | Path, predictions: li
         ax_row[0].text(0, -0.08, f"{r['pair_id']}  Q: {r['question']}\ntruth: {r['answer']}\n"
                        f"pred:  {r['prediction']}", transform=ax_row[0].transAxes, fontsize=7,
                        va="top", family="monospace")
-    fig.tight_layout(h_pad=6.0)
+    with warnings.catch_warnings():  # a long answer under a row cannot fit: the layout still holds
+        warnings.filterwarnings("ignore", message="Tight layout not applied", category=UserWarning)
+        fig.tight_layout(h_pad=6.0)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)

@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
 
 def _summary_line(summary: dict, out) -> str:
     added = summary["subjects"] - summary["rendered_subjects"]
-    return (f"wrote {summary['subjects']} subjects" + (f" ({added} already there, kept)" if added else "") + ", {summary['studies']} studies, {summary['images']} images "
+    kept = f" ({added} already there, kept)" if added else ""
+    return (f"wrote {summary['subjects']} subjects{kept}, {summary['studies']} studies, {summary['images']} images "
             f"({summary['frontal_images']} frontal), {summary['questions']} questions "
             f"({summary['difference_questions']} difference) to {out} in {summary['seconds']} s")
 

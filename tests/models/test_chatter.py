@@ -47,3 +47,33 @@ def test_no_log_file_changes_nothing(capfd):
         assert path is None
         print("Requesting resources", flush=True)
     assert capfd.readouterr().out == "Requesting resources\n"
+
+
+def test_on_a_terminal_the_step_lines_move_one_bar():
+    """Under a pseudo-terminal the step lines become a progress bar, validation lines print."""
+    import pty
+
+    from models.chatter import _Terminal
+
+    master, slave = pty.openpty()
+    term = _Terminal(slave)
+    assert term.bar is not None
+    term.line("[epoch 1/2] step 3/6 loss 14.2789")
+    term.line("[epoch 1/2] validation: val_change_f1 0.1234")
+    term.line("[epoch 2/2] step 6/6 loss 13.0000")
+    term.close()
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    text = out.decode("utf-8", "replace")
+    assert "training epoch 2/2 loss 13.0000" in text and "6/6" in text
+    assert "[epoch 1/2] validation: val_change_f1 0.1234" in text
+    assert "[epoch 1/2] step 3/6" not in text  # a step line is the bar, not a printed line
