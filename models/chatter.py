@@ -41,8 +41,11 @@ class _Terminal:
         if self.console.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+            # redirect_*: rich would otherwise swap sys.stdout/sys.stderr for its own proxies
+            # while the bar runs, and Ray's forwarded output would bypass the log
             self.bar = Progress(TextColumn("training {task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=self.console)
+                                TimeElapsedColumn(), console=self.console, redirect_stdout=False,
+                                redirect_stderr=False)
 
     def line(self, text: str) -> None:
         m = STEP.match(text)

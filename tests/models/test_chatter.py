@@ -58,7 +58,9 @@ def test_on_a_terminal_the_step_lines_move_one_bar():
     master, slave = pty.openpty()
     term = _Terminal(slave)
     assert term.bar is not None
+    streams = sys.stdout, sys.stderr
     term.line("[epoch 1/2] step 3/6 loss 14.2789")
+    assert (sys.stdout, sys.stderr) == streams  # the bar leaves the process's streams alone
     term.line("[epoch 1/2] validation: val_change_f1 0.1234")
     term.line("[epoch 2/2] step 6/6 loss 13.0000")
     term.close()
