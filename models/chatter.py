@@ -56,7 +56,8 @@ class _Terminal:
         if self.task is None:
             self.bar.start()
             self.task = self.bar.add_task("", total=int(steps))
-        self.bar.update(self.task, completed=int(step), total=int(steps), description=f"epoch {epoch}/{epochs} {rest}")
+        loss = rest.split(" (")[0]  # "loss 2.8575"; the parts of the loss are in the log and MLflow
+        self.bar.update(self.task, completed=int(step), total=int(steps), description=f"epoch {epoch}/{epochs} {loss}")
 
     def stop_bar(self) -> None:
         """The bar ends with the training (later lines, if any, print plainly)."""

@@ -62,7 +62,7 @@ def test_on_a_terminal_the_step_lines_move_one_bar():
     term.line("[epoch 1/2] step 3/6 loss 14.2789")
     assert (sys.stdout, sys.stderr) == streams  # the bar leaves the process's streams alone
     term.line("[epoch 1/2] validation: val_change_f1 0.1234")
-    term.line("[epoch 2/2] step 6/6 loss 13.0000")
+    term.line("[epoch 2/2] step 6/6 loss 13.0000 (l_gen 5.7535, l_con 0.1400, l_find 8.1921)")
     term.close()
     os.close(slave)
     out = b""
@@ -76,6 +76,6 @@ def test_on_a_terminal_the_step_lines_move_one_bar():
         out += chunk
     os.close(master)
     text = out.decode("utf-8", "replace")
-    assert "training epoch 2/2 loss 13.0000" in text and "6/6" in text
+    assert "training epoch 2/2 loss 13.0000" in text and "6/6" in text and "l_gen" not in text
     assert "[epoch 1/2] validation: val_change_f1 0.1234" in text
     assert "[epoch 1/2] step 3/6" not in text  # a step line is the bar, not a printed line
