@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pipelines.env  # noqa: F401  (telemetry off first)
 
+import os
 import sys
 import time
 
@@ -18,6 +19,7 @@ import typer
 from pipelines import journal
 from pipelines.commands import ablate, data, evaluate, pretrain, registry, summary, synth, train
 
+STAGE_HEADERS_ENV = "SPOTDIFF_STAGE_HEADERS"
 app = typer.Typer(help="spotdiff: difference VQA on chest X-rays (ReAl).", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
 
@@ -29,7 +31,9 @@ for module in (synth, data, pretrain, train, ablate, evaluate, registry, summary
 def _journal(ctx: typer.Context) -> None:
     """Pipeline stages note their wall time and outcome for `spotdiff summary`."""
     started = time.time()
-    if ctx.invoked_subcommand in journal.STAGES:  # one header line per stage of the main job
+    # one header line per stage in the main job's terminal (scripts/main.sh asks for it; alone,
+    # a command's output and a mistake's one line stay as they are)
+    if ctx.invoked_subcommand in journal.STAGES and os.environ.get(STAGE_HEADERS_ENV) == "1":
         from rich.console import Console
 
         Console(stderr=True).rule(f"spotdiff {ctx.invoked_subcommand}", style="dim")

@@ -16,6 +16,8 @@ if [ -n "${SPOTDIFF_PROFILE:-}" ]; then
   sed -i "s/^profile: .*/profile: ${SPOTDIFF_PROFILE}/" params.yaml
   grep -q "^profile: ${SPOTDIFF_PROFILE}\$" params.yaml || { echo "params.yaml has no top-level profile: line" >&2; exit 2; }
 fi
+# each pipeline command prints a header line with its name (dvc repro -q keeps DVC's own quiet)
+export SPOTDIFF_STAGE_HEADERS=1
 started=$(date +%s)
 status=0
 # -q: DVC's own lines (stage banners, lock-file updates) stay off the terminal; each stage

@@ -11,6 +11,7 @@ import os
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+pytestmark = pytest.mark.slow  # two real Ray Train runs (~75 s): kept out of the fast lane
 
 import ray  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402

@@ -64,6 +64,7 @@ def direct_pycocoevalcap(answers, predictions) -> dict:
     return out
 
 
+@pytest.mark.slow  # Java METEOR twice: kept out of the fast lane
 def test_evaluate_equals_direct_pycocoevalcap(tmp_path, params_env):
     questions = [DIFFERENCE_QUESTION] * 5 + [AREA_QUESTION.format(words="left lung")]
     rows = [{"question": q, "answer": a, "prediction": p} for q, a, p in zip(questions, ANSWERS, PREDICTIONS)]
@@ -121,6 +122,7 @@ def test_summary_prints_the_headline_and_writes_the_whole_report(tmp_path, param
     assert len(lines) == 3 and f"change-F1 {report['change_f1']:.3f}" in lines[1]
 
 
+@pytest.mark.slow  # Java METEOR: kept out of the fast lane
 def test_the_pipeline_evaluation_reuses_trainings_report_only_for_the_same_file(tmp_path, monkeypatch):
     """Without --predictions: train.output_dir's predictions into evaluate.metrics_file. Training's
     test_report.json is the evaluation when it scored exactly this file with these settings

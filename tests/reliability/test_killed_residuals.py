@@ -58,6 +58,7 @@ def _check_manifests(out: Path) -> dict:
     return root
 
 
+@pytest.mark.slow  # kills and re-runs a residual step: kept out of the fast lane
 def test_kill_mid_run_then_rerun(setup):
     tmp = setup
     out = tmp / "res"

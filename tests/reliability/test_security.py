@@ -128,6 +128,7 @@ def test_s3_keys_come_from_the_environment(monkeypatch):
 
 
 # ---- logs --------------------------------------------------------------------------------------
+@pytest.mark.slow  # a whole smoke data run: kept out of the fast lane
 def test_data_run_logs_no_answers_or_image_bytes(smoke_dataset, tmp_path):
     """`spotdiff pairs` and `spotdiff residuals` on the smoke dataset, default logging: stdout and
     stderr hold counts and paths, never an answer sentence, a question or image bytes."""
