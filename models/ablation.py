@@ -10,9 +10,13 @@ from pathlib import Path
 
 # The paper's model (no finding heads) in its Table 2 variants, then what this project adds on
 # the strongest of them: the finding heads and tokens, and encoder pretraining before them.
-_PAPER = {"finding_heads": False, "finding_tokens": False, "pair_states": False, "decode_with_heads": False}
+# The related methods' options are off in every row that does not name them, so a row means the
+# same model whatever params.yaml's defaults become.
+_OTHERS = {"amif_align": False, "gated_fusion": False}
+_PAPER = {"finding_heads": False, "finding_tokens": False, "pair_states": False, "decode_with_heads": False,
+          **_OTHERS}
 _HEADS = {"use_residual": True, "use_rfa": True, "residual_kind": "registered",
-          "finding_heads": True, "finding_tokens": True, "pair_states": False}
+          "finding_heads": True, "finding_tokens": True, "pair_states": False, **_OTHERS}
 VARIANTS: dict[str, dict] = {
     "baseline": {"use_residual": False, "use_rfa": False, **_PAPER},
     "+residual": {"use_residual": True, "use_rfa": False, "residual_kind": "naive", **_PAPER},
@@ -22,6 +26,9 @@ VARIANTS: dict[str, dict] = {
     "+finding heads": _HEADS,
     "+finding heads+pretraining": _HEADS,
     "+finding heads+pair states": {**_HEADS, "residual_input": "stack", "pair_states": True},
+    # AMiF (seed method 001) on the default model: alignment with mined negatives, then the gate
+    "+AMiF alignment+mining": {**_HEADS, "amif_align": True},
+    "+AMiF alignment+mining+gated fusion": {**_HEADS, "amif_align": True, "gated_fusion": True},
 }
 # Variants that run the encoder-pretraining stage first, with this many epochs (others: none).
 PRETRAIN_EPOCHS: dict[str, int] = {"+finding heads+pretraining": 4}  # the measured setting (docs/results.md)

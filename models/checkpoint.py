@@ -91,7 +91,7 @@ def load_optimizer(folder: str | Path, optimizer: torch.optim.Optimizer, schedul
 def load_model_from(folder: str | Path, device: str | torch.device = "cpu"):
     """(model, tokenizer, state) from a checkpoint folder, model in eval mode."""
     from models.config import ModelConfig
-    from models.model import ReAl, finding_name_ids
+    from models.model import ReAl, vocabulary_ids
     from models.tokenizer import load_tokenizer
 
     model_cfg, state = read_config(folder)
@@ -100,6 +100,6 @@ def load_model_from(folder: str | Path, device: str | torch.device = "cpu"):
     model_cfg = {**model_cfg, "pretrained_resnet": None, "pretrained_gpt2": None}
     model = ReAl(ModelConfig.from_dict(model_cfg), pad_token_id=tokenizer.pad_token_id,
                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                finding_name_ids=finding_name_ids(tokenizer))
+                **vocabulary_ids(tokenizer))
     load_weights(folder, model)
     return model.to(device).eval(), tokenizer, state

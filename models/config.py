@@ -39,6 +39,11 @@ class ModelConfig:
     finding_tokens: bool = False      # the heads' beliefs as one decoder prefix token per finding
     finding_forcing: float = 0.0      # share of training pairs whose tokens carry the known targets
     decode_with_heads: bool = False   # a difference answer states exactly the heads' change set
+    amif_align: bool = False          # AMiF: contrastive image/residual <-> finding/change-set text (models/amif.py)
+    amif_weight: float = 0.1          # weight of L_align
+    amif_negatives: int = 4           # one-cell hard negatives per pair (0: the batch's own texts only)
+    amif_tau: float = 0.1             # temperature of the alignment logits
+    gated_fusion: bool = False        # AMiF: image tokens attend to the answer vocabulary through a learned gate
     pretrained_resnet: str | None = None  # local torchvision state_dict (.pth) for E_I and E_R
     pretrained_gpt2: str | None = None    # local GPT-2 folder (save_pretrained layout)
 
@@ -56,6 +61,8 @@ class ModelConfig:
             raise ValueError("model.finding_tokens and model.decode_with_heads need model.finding_heads")
         if self.pair_states and not (self.finding_heads and self.use_residual):
             raise ValueError("model.pair_states needs model.finding_heads and model.use_residual")
+        if self.amif_negatives < 0 or self.amif_tau <= 0:
+            raise ValueError("model.amif_negatives must be >= 0 and model.amif_tau > 0")
         if self.n_embd % self.n_head:
             raise ValueError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
         if self.use_rfa and not self.use_residual:

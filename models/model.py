@@ -19,8 +19,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from models.amif import Alignment, GatedFusion, mean_word_embeddings, padded_ids
 from models.config import ModelConfig
 from models.encoders import ImageEncoder
+from assets.finding_states import N_FINDINGS, N_LEVELS
 from models.finding_heads import FindingHeads, FindingLogits, finding_loss
 from models.projection import Projection
 
@@ -62,7 +64,8 @@ def rfa_loss(ref: torch.Tensor, main: torch.Tensor, residual: torch.Tensor,
 
 class ReAl(nn.Module):
     def __init__(self, cfg: ModelConfig, pad_token_id: int, bos_token_id: int, eos_token_id: int,
-                 finding_name_ids: list[list[int]] | None = None):
+                 finding_name_ids: list[list[int]] | None = None,
+                 level_name_ids: list[list[int]] | None = None):
         super().__init__()
         self.cfg = cfg
         self.pad_token_id, self.bos_token_id, self.eos_token_id = pad_token_id, bos_token_id, eos_token_id
@@ -89,6 +92,26 @@ class ReAl(nn.Module):
             res_ch = self.residual_encoder.out_channels if cfg.use_residual else 0
             self.finding_heads = FindingHeads(self.image_encoder.out_channels, res_ch, cfg.n_embd,
                                               name_ids=finding_name_ids, pair_states=cfg.pair_states)
+        # the answer vocabulary as decoder token ids (AMiF's text side and knowledge bank); rebuilt
+        # from the tokenizer saved with every checkpoint, so not stored in the weights
+        words = (finding_name_ids or []) + (level_name_ids or [])
+        ids, mask = padded_ids(words or [[0]])
+        self.register_buffer("vocab_ids", ids, persistent=False)
+        self.register_buffer("vocab_mask", mask if words else mask * 0, persistent=False)
+        self.has_vocabulary = len(words) == N_FINDINGS + N_LEVELS
+        self.alignment = self.fusion = None
+        if cfg.amif_align:
+            self.alignment = Alignment(cfg.n_embd, cfg.use_residual, negatives=cfg.amif_negatives,
+                                       tau=cfg.amif_tau)
+        if cfg.gated_fusion:
+            self.fusion = GatedFusion(cfg.n_embd, cfg.n_head, N_FINDINGS + N_LEVELS)
+
+    def vocabulary_embeddings(self) -> torch.Tensor | None:
+        """(30 + 17, D): the decoder's embedding of each finding name and level word, or None
+        when the model was built without a tokenizer (tests, benchmarks)."""
+        if not self.has_vocabulary:
+            return None
+        return mean_word_embeddings(self.gpt.transformer.wte, self.vocab_ids, self.vocab_mask)
 
     # ---- images ----------------------------------------------------------------------------
     def encode_pairs(self, main: torch.Tensor, ref: torch.Tensor,
@@ -120,7 +143,10 @@ class ReAl(nn.Module):
         Q, Lq = question_ids.shape
         assert Lq <= self.cfg.max_question_len, f"question length {Lq} > max_question_len"
         wte = self.gpt.transformer.wte
-        prefix = feats.tokens()[pair_index]  # (Q, n_prefix, D)
+        prefix = feats.tokens()  # (P, n_prefix, D)
+        if self.fusion is not None:
+            prefix = self.fusion(prefix, self.vocabulary_embeddings())
+        prefix = prefix[pair_index]  # (Q, n_prefix, D)
         bos = torch.full((Q, 1), self.bos_token_id, dtype=torch.long, device=question_ids.device)
         emb = torch.cat([prefix, wte(question_ids), wte(bos)], dim=1)  # (Q, n_prefix+Lq+1, D)
         ones = question_mask.new_ones(Q, prefix.shape[1])
@@ -161,8 +187,17 @@ class ReAl(nn.Module):
         l_find = zero
         if feats.findings is not None and finding_targets is not None:
             l_find = finding_loss(feats.findings, finding_targets, self.cfg.change_weight)
-        loss = l_gen + self.cfg.rfa_weight * l_con + self.cfg.finding_weight * l_find
-        return {"loss": loss, "l_gen": l_gen, "l_con": l_con, "l_find": l_find}
+        l_align = zero
+        if self.alignment is not None and finding_targets is not None:
+            vocab = self.vocabulary_embeddings()
+            l_align = self.alignment(feats.main, feats.ref, feats.residual, finding_targets,
+                                     names=None if vocab is None else vocab[:N_FINDINGS])
+        loss = (l_gen + self.cfg.rfa_weight * l_con + self.cfg.finding_weight * l_find
+                + self.cfg.amif_weight * l_align)
+        out = {"loss": loss, "l_gen": l_gen, "l_con": l_con, "l_find": l_find, "l_align": l_align}
+        if self.fusion is not None and self.fusion.last_gate is not None:
+            out["gate"] = self.fusion.last_gate  # how much vocabulary the tokens let through
+        return out
 
     @torch.no_grad()
     def generate(self, feats: PairFeatures, pair_index, question_ids, question_mask,
@@ -188,6 +223,14 @@ def finding_name_ids(tokenizer) -> list[list[int]]:
     from assets.diffvqa.vocabulary import FINDINGS
 
     return [tokenizer.encode(" " + f, add_special_tokens=False) for f in FINDINGS]
+
+
+def vocabulary_ids(tokenizer) -> dict[str, list[list[int]]]:
+    """ReAl's keyword arguments for the answer vocabulary: finding names and level words as ids."""
+    from assets.diffvqa.vocabulary import LEVELS
+
+    return {"finding_name_ids": finding_name_ids(tokenizer),
+            "level_name_ids": [tokenizer.encode(" " + lv, add_special_tokens=False) for lv in LEVELS]}
 
 
 def load_gpt2_body(gpt: GPT2LMHeadModel, path: str) -> None:

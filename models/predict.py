@@ -10,7 +10,7 @@ import torch
 
 from models.data import PairBatch
 
-LOSS_KEYS = ("loss", "l_gen", "l_con", "l_find")
+LOSS_KEYS = ("loss", "l_gen", "l_con", "l_find", "l_align")
 
 
 def decode(tokenizer, ids: list[int]) -> str:

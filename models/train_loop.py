@@ -116,11 +116,11 @@ class PairsForward(torch.nn.Module):
 
 def build_model(model_cfg: dict, tokenizer) -> torch.nn.Module:
     from models.config import ModelConfig
-    from models.model import ReAl, finding_name_ids
+    from models.model import ReAl, vocabulary_ids
 
     return ReAl(ModelConfig.from_dict(model_cfg), pad_token_id=tokenizer.pad_token_id,
                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                finding_name_ids=finding_name_ids(tokenizer))
+                **vocabulary_ids(tokenizer))
 
 
 def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
@@ -150,7 +150,8 @@ def train_step(step_module: torch.nn.Module, batch: PairBatch, optimizer, schedu
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return {k: float(out[k].detach()) for k in LOSS_KEYS}
+    # "gate": gated fusion's mean gate, logged beside the losses when the module is on
+    return {k: float(out[k].detach()) for k in LOSS_KEYS + ("gate",) if k in out}
 
 
 def augment_config(cfg: TrainConfig, model_cfg: dict) -> AugmentConfig:
@@ -163,7 +164,8 @@ def make_stream(data: DataSpec, split: str, cfg: TrainConfig, model_cfg: dict, a
                 rank: int = 0, world: int = 1, max_pairs: int | None = None) -> PairStream:
     questions = load_questions(data.pairs_parquet, split, cfg.question_types, data.pairs_options)
     targets = (load_finding_targets(data.targets_parquet, data.pairs_options)
-               if data.targets_parquet and model_cfg.get("finding_heads") else None)
+               if data.targets_parquet and (model_cfg.get("finding_heads") or model_cfg.get("amif_align"))
+               else None)
     return PairStream(data.residuals_root, split, questions, model_cfg["residual_kind"],
                       augment_config(cfg, model_cfg), augment=augment, seed=cfg.seed, rank=rank,
                       world=world, shuffle_buffer=cfg.shuffle_buffer, max_pairs=max_pairs,
@@ -247,8 +249,8 @@ def train(cfg: TrainConfig, model_cfg: dict, data: DataSpec, rt: Runtime) -> ckp
             if state.step % cfg.log_every == 0 or state.step == 1:
                 now = time.perf_counter()
                 rt.tracker.log_metrics({
-                    "train/loss": losses["loss"], "train/l_gen": losses["l_gen"],
-                    "train/l_con": losses["l_con"], "train/l_find": losses["l_find"], "train/lr": scheduler.get_last_lr()[0],
+                    **{f"train/{k}": v for k, v in losses.items()},
+                    "train/lr": scheduler.get_last_lr()[0],
                     "train/samples_per_s": q_last / max(now - t_last, 1e-9),
                     "train/epoch": epoch + 1}, state.step)
                 if rt.rank == 0 and (state.step % print_every == 0 or state.step == 1):

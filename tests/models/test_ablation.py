@@ -14,13 +14,18 @@ def test_variants_are_valid_model_configs_and_differ_only_in_flags():
     assert {cfgs[n].residual_kind for n in ("+residual+RFA", "+registered residual+RFA")} == {
         "naive", "registered"}
     flags = {"use_residual", "use_rfa", "residual_kind", "residual_input", "finding_heads", "finding_tokens",
-             "pair_states", "decode_with_heads"}
+             "pair_states", "decode_with_heads", "amif_align", "gated_fusion"}
     assert all(set(v) <= flags for v in VARIANTS.values())
     # the paper's variants are the paper's model; the project's additions are separate rows
     assert not any(cfgs[n].finding_heads for n in ("baseline", "+residual", "+residual+RFA"))
     assert cfgs["+finding heads"].finding_tokens and PRETRAIN_EPOCHS["+finding heads+pretraining"] > 0
     assert "+finding heads" not in PRETRAIN_EPOCHS
     assert cfgs["+finding heads+pair states"].pair_states and not cfgs["+finding heads"].pair_states
+    # AMiF's rows add its parts to the default model, one at a time; no other row has them
+    amif = [n for n, c in cfgs.items() if c.amif_align or c.gated_fusion]
+    assert amif == ["+AMiF alignment+mining", "+AMiF alignment+mining+gated fusion"]
+    assert cfgs[amif[0]].amif_align and not cfgs[amif[0]].gated_fusion and cfgs[amif[1]].gated_fusion
+    assert cfgs[amif[0]].finding_heads
 
 
 def _runs():
