@@ -27,6 +27,7 @@ PAIR_COLUMNS = (
     "question_id", "pair_id", "subject_id", "group", "main_study_id", "ref_study_id", "main_dicom_id",
     "ref_dicom_id", "main_path", "ref_path", "question_type", "question", "answer", "split",
     "ref_subject_id", "main_acquired", "ref_acquired", "main_view", "ref_view",
+    "reference",  # "previous": the patient's earlier study | "control": a matched normal study (assets/controls.py)
 )
 
 
@@ -119,6 +120,7 @@ def build_pairs(questions: pl.DataFrame, images: pl.DataFrame, mimic_all: pl.Dat
     out = out.with_columns(
         pair_id=pl.concat_str([pl.col("main_dicom_id"), pl.lit("__"), pl.col("ref_dicom_id")]),
         group=pl.concat_str([pl.lit("p"), pl.col("subject_id").cast(pl.String).str.slice(0, 2)]),
+        reference=pl.lit("previous"),
     ).rename({"main_study_acquired": "main_acquired", "ref_study_acquired": "ref_acquired"})
     out = out.select(*PAIR_COLUMNS, q.SOURCE_COL, q.ROW_COL).sort(
         ["group", "subject_id", "main_study_id", "question_type", "question_id"])

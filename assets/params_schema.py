@@ -41,6 +41,7 @@ class Synth(_Section):
 class Pairs(_Section):
     question_types: list[str]
     resplit_by_subject: bool
+    single_image_reference: Literal["previous", "control"]
 
 
 class Residuals(_Section):

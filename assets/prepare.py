@@ -18,7 +18,7 @@ from assets import quarantine as q
 from assets.finding_states import finding_targets
 from assets.ingest import ingest_images, ingest_questions
 from assets.pairs import build_pairs, read_mimic_all
-from assets.params import ParamsError, typed
+from assets.params import ParamsError, UserError, typed
 from assets.registration import RegistrationConfig
 from assets.residuals import GroupResult, ResidualConfig, materialize_group, write_root_manifest
 from assets.storage import Storage
@@ -61,18 +61,55 @@ def run_ingest(mimic: Storage, diffvqa: Storage, prepared: Storage, check_files:
     return images.counts, questions.counts
 
 
-def run_pairs(prepared: Storage, diffvqa: Storage, resplit_by_subject: bool = False) -> tuple[pl.DataFrame, dict]:
+def pairs_options(params: dict) -> dict:
+    """run_pairs' keyword arguments from params' `pairs` section (one reading for every entry point)."""
+    p = params["pairs"]
+    return {"resplit_by_subject": bool(p["resplit_by_subject"]),
+            "single_image_reference": p["single_image_reference"]}
+
+
+def run_pairs(prepared: Storage, diffvqa: Storage, resplit_by_subject: bool = False,
+              single_image_reference: str = "previous") -> tuple[pl.DataFrame, dict]:
+    """single_image_reference "control": single-image questions are paired with a matched normal
+    study of another patient (assets/controls.py); the rows without one are quarantined."""
+    from assets.controls import CONTROL, REFERENCE_MODES, with_controls
+
+    if single_image_reference not in REFERENCE_MODES:
+        raise UserError(f"params.yaml: pairs.single_image_reference must be one of {REFERENCE_MODES}, "
+                        f"got {single_image_reference!r}")
     res = build_pairs(prepared.read_parquet(QUESTIONS), prepared.read_parquet(IMAGES),
                       read_mimic_all(diffvqa), resplit_by_subject)
-    prepared.write_set({PAIRS: res.table, FINDING_TARGETS: finding_targets(res.table),
-                        **_part("study_pairs", res.quarantine, res.counts)})
-    return res.table, res.counts
+    table, quarantined, counts = res.table, res.quarantine, dict(res.counts)
+    targets = finding_targets(table)
+    if single_image_reference == CONTROL:
+        table, extra, n_controls = with_controls(table, targets)
+        quarantined = pl.concat([quarantined, extra]) if extra.height else quarantined
+        counts.update(rows_out=table.height, rows_quarantined=quarantined.height, controls=n_controls)
+        if counts["rows_in"] != table.height + quarantined.height:
+            raise AssertionError(f"study_pairs: rows in {counts['rows_in']} != out {table.height} "
+                                 f"+ quarantined {quarantined.height}")
+        targets = finding_targets(table)
+    prepared.write_set({PAIRS: table, FINDING_TARGETS: targets,
+                        **_part("study_pairs", quarantined, counts)})
+    return table, counts
 
 
 # ---- validation: the same GX suites for every entry point ----------------------------------
 # Dagster runs these as blocking asset checks; the CLI and the DVC stages run them after the step
 # and stop (exit 2) on a failed blocking suite, so `dvc repro` cannot train on data Dagster
 # would have stopped. Returns (blocking, warning) suite results.
+
+def blocking_failure(checked: tuple[list, list]) -> str | None:
+    """One line for the first failed blocking suite of a check_* result, or None: what every
+    entry point stops with."""
+    failed = [r for r in checked[0] if not r.success]
+    if not failed:
+        return None
+    f = failed[0].failures[:1]
+    return (f"GX suite {failed[0].name} failed: {f[0]['type']} on {f[0]['columns']} "
+            f"({f[0]['unexpected_count']} unexpected, e.g. {f[0]['examples']})" if f else
+            f"GX suite {failed[0].name} failed")
+
 
 def check_ingest(prepared: Storage, mimic: Storage) -> tuple[list, list]:
     """Every image file present is checked here whatever data.check_files says: that flag only
@@ -89,7 +126,10 @@ def check_pairs(prepared: Storage) -> tuple[list, list]:
     from assets import validation
 
     pairs = prepared.read_parquet(PAIRS)
-    return [validation.validate_pairs(pairs)], [validation.validate_subject_disjoint(pairs)]
+    blocking = [validation.validate_pairs(pairs)]
+    if "reference" in pairs.columns and (pairs["reference"] == "control").any():
+        blocking.append(validation.validate_control_pairs(pairs, prepared.read_parquet(FINDING_TARGETS)))
+    return blocking, [validation.validate_subject_disjoint(pairs)]
 
 
 def check_residuals(out: Storage, groups: list[str]) -> tuple[list, list]:

@@ -142,18 +142,24 @@ def validate_questions(questions: pl.DataFrame) -> SuiteResult:
 
 
 def validate_pairs(pairs: pl.DataFrame) -> SuiteResult:
-    """study_pairs: one row per question, reference earlier than main, same subject, frontal
-    images, pair_id form, split values."""
+    """study_pairs: one row per question, frontal images, pair_id form, split values; a pair with
+    the patient's previous study (reference "previous") has the same subject and an earlier
+    reference. Control references have their own suite (validate_control_pairs)."""
     import great_expectations.expectations as gxe
 
+    if "reference" not in pairs.columns:
+        pairs = pairs.with_columns(reference=pl.lit("previous"))
+    previous = {"row_condition": 'reference=="previous"', "condition_parser": "pandas"}
     exp = _required({"question_id": "object", "pair_id": "object", "subject_id": "int64",
                      "main_study_id": "int64", "ref_study_id": "int64", "main_dicom_id": "object",
                      "ref_dicom_id": "object", "main_path": "object", "ref_path": "object",
                      "question": "object", "answer": "object", "split": "object", "question_type": "object"})
     exp += [
         gxe.ExpectColumnValuesToBeUnique(column="question_id"),
-        gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="main_acquired", column_B="ref_acquired", or_equal=False),
-        gxe.ExpectColumnPairValuesToBeEqual(column_A="subject_id", column_B="ref_subject_id"),
+        gxe.ExpectColumnValuesToBeInSet(column="reference", value_set=["previous", "control"]),
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="main_acquired", column_B="ref_acquired", or_equal=False,
+                                                    **previous),
+        gxe.ExpectColumnPairValuesToBeEqual(column_A="subject_id", column_B="ref_subject_id", **previous),
         gxe.ExpectColumnValuesToBeInSet(column="main_view", value_set=list(FRONTAL)),
         gxe.ExpectColumnValuesToBeInSet(column="ref_view", value_set=list(FRONTAL)),
         gxe.ExpectColumnValuesToMatchRegex(column="pair_id", regex=DICOM_RE[:-1] + "__" + DICOM_RE[1:]),
@@ -162,6 +168,30 @@ def validate_pairs(pairs: pl.DataFrame) -> SuiteResult:
         gxe.ExpectColumnValuesToNotBeNull(column="ref_path"),
     ]
     return run_suite("study_pairs", pairs, exp)
+
+
+def validate_control_pairs(pairs: pl.DataFrame, targets: pl.DataFrame) -> SuiteResult:
+    """control_pairs (pairs.single_image_reference: control): every control is another patient's
+    study with no finding (all 30 presence cells known absent), from the training split, in the
+    main image's view, and only single-image questions use one (assets/controls.py)."""
+    import great_expectations.expectations as gxe
+
+    split_of = pairs.select(pl.col("subject_id").alias("ref_subject_id"), pl.col("split").alias("ref_split")) \
+        .unique("ref_subject_id", keep="first")
+    ctl = (pairs.filter(pl.col("reference") == "control")
+           .join(targets.select("pair_id", "ref_presence"), on="pair_id", how="left")
+           .join(split_of, on="ref_subject_id", how="left")
+           .with_columns(
+               other_subject=pl.col("ref_subject_id") != pl.col("subject_id"),
+               control_normal=(pl.col("ref_presence").list.max() == 0) & (pl.col("ref_presence").list.min() == 0),
+               control_from_train=pl.col("ref_split") == "train")
+           .with_columns(pl.col(c).fill_null(False) for c in ("other_subject", "control_normal", "control_from_train"))
+           .drop("ref_presence"))
+    exp = [gxe.ExpectColumnValuesToBeInSet(column=c, value_set=[True])
+           for c in ("other_subject", "control_normal", "control_from_train")]
+    exp += [gxe.ExpectColumnValuesToNotBeInSet(column="question_type", value_set=["difference"]),
+            gxe.ExpectColumnPairValuesToBeEqual(column_A="main_view", column_B="ref_view")]
+    return run_suite("control_pairs", ctl, exp)
 
 
 def validate_subject_disjoint(pairs: pl.DataFrame) -> SuiteResult:

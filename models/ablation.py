@@ -29,6 +29,17 @@ VARIANTS: dict[str, dict] = {
     # AMiF (seed method 001) on the default model: alignment with mined negatives, then the gate
     "+AMiF alignment+mining": {**_HEADS, "amif_align": True},
     "+AMiF alignment+mining+gated fusion": {**_HEADS, "amif_align": True, "gated_fusion": True},
+    # the decoder also answers the six single-image question types (per-type metrics) ...
+    "+all question types": _HEADS,
+    # ... and answers them by comparison with a matched normal study (See-in-Pairs, seed 004)
+    "+all question types+See-in-Pairs controls": _HEADS,
+}
+# Variants that change more than the model: params overlays. One that changes `pairs` gets its
+# own pairs and residuals under its run folder (models/lifecycle/ablate.py).
+PARAMS_OVERLAYS: dict[str, dict] = {
+    "+all question types": {"train": {"question_types": ["all"]}},
+    "+all question types+See-in-Pairs controls": {"train": {"question_types": ["all"]},
+                                                   "pairs": {"single_image_reference": "control"}},
 }
 # Variants that run the encoder-pretraining stage first, with this many epochs (others: none).
 PRETRAIN_EPOCHS: dict[str, int] = {"+finding heads+pretraining": 4}  # the measured setting (docs/results.md)
@@ -112,6 +123,26 @@ def bar_chart(summary: dict, path: Path, metrics=("test_change_f1", "test_BLEU-4
     return path
 
 
+# The headline score of each question type (models/metrics.py per_type_scores).
+TYPE_METRIC = {"difference": "change_f1", "presence": "accuracy", "view": "accuracy",
+               "abnormality": "item_f1", "location": "item_f1", "level": "item_f1", "type": "item_f1"}
+
+
+def per_type_table(summary: dict) -> list[str]:
+    """Markdown lines: per question type scores of the variants that answered more than one type
+    (mean ± sd over seeds); empty when none did."""
+    rows = {name: {t: m.get(f"test_type/{t}/{k}") for t, k in TYPE_METRIC.items()} for name, m in summary.items()}
+    rows = {n: r for n, r in rows.items() if sum(v is not None for v in r.values()) > 1}
+    if not rows:
+        return []
+    lines = ["Per question type (test; change-F1 for difference, accuracy for presence/view, "
+             "item-F1 for the others):", "",
+             "| variant | " + " | ".join(TYPE_METRIC) + " |", "|---|" + "---|" * len(TYPE_METRIC)]
+    for name, r in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{v[0]:.3f} ± {v[1]:.3f}" if v else "—" for v in r.values()) + " |")
+    return lines + [""]
+
+
 def results_markdown(summary: dict, runs: list[dict], group: str, chart: str, setup: str,
                      prior: dict[str, float] | None = None) -> str:
     """docs/results.md: the table (test metrics, mean ± sd over seeds), the chart, the goal."""
@@ -135,6 +166,7 @@ def results_markdown(summary: dict, runs: list[dict], group: str, chart: str, se
         lines.append("| *question prior* (most frequent train answer per question) | — | "
                      + " | ".join(cells) + " | — |")
     lines += ["", f"![ablation bar chart]({chart})", ""]
+    lines += per_type_table(summary)
     base = summary.get("baseline", {}).get("test_change_f1")
     if base:
         lines.append(f"Goal: residual variants beat the baseline by ≥ {GOAL_DELTA:.2f} change-F1.")

@@ -36,6 +36,8 @@ def _params(profile, mimic_root=None, diffvqa_root=None, out=None) -> dict:
 def gx_gate(checked: tuple[list, list]) -> None:
     """The GX suites Dagster runs as asset checks, here after the CLI / DVC step: a failed
     blocking suite stops the command (exit 2) as Dagster's blocking check stops the run."""
+    from assets import prepare
+
     blocking, warnings = checked
     for r in blocking + warnings:
         s = r.statistics
@@ -44,12 +46,9 @@ def gx_gate(checked: tuple[list, list]) -> None:
     for r in warnings:
         if not r.success:
             err_console.print(f"[yellow]warning:[/] GX {r.name} failed (not blocking): {r.failures[:1]}")
-    failed = [r for r in blocking if not r.success]
-    if failed:
-        f = failed[0].failures[:1]
-        raise UserError(f"GX suite {failed[0].name} failed: {f[0]['type']} on {f[0]['columns']} "
-                        f"({f[0]['unexpected_count']} unexpected, e.g. {f[0]['examples']})" if f else
-                        f"GX suite {failed[0].name} failed")
+    failure = prepare.blocking_failure(checked)
+    if failure:
+        raise UserError(failure)
 
 
 def _report(name: str, counts: dict) -> None:
@@ -89,7 +88,7 @@ def _pairs(p: dict):
     for f in (prepare.IMAGES, prepare.QUESTIONS):
         if not prepared.exists(f):
             raise UserError(f"{prepared.url(f)}: not found; run `spotdiff ingest` first or drop --from-ingest")
-    _, c = prepare.run_pairs(prepared, storage_for(d["diffvqa_root"]), bool(p["pairs"]["resplit_by_subject"]))
+    _, c = prepare.run_pairs(prepared, storage_for(d["diffvqa_root"]), **prepare.pairs_options(p))
     _report("study_pairs", c)
     table, _ = prepare.collect_quarantine(prepared)
     err_console.print(f"wrote {prepared.url(prepare.PAIRS)} and {prepared.url(prepare.QUARANTINE)} ({table.height} quarantined rows)")

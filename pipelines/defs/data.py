@@ -104,7 +104,7 @@ def diffvqa_questions(params: SpotdiffParams) -> dg.MaterializeResult:
 def study_pairs(params: SpotdiffParams) -> dg.MaterializeResult:
     p = params.params()
     prepared = storage_for(p["data"]["prepared_root"])
-    table, counts = prepare.run_pairs(prepared, storage_for(p["data"]["diffvqa_root"]), bool(p["pairs"]["resplit_by_subject"]))
+    table, counts = prepare.run_pairs(prepared, storage_for(p["data"]["diffvqa_root"]), **prepare.pairs_options(p))
     counts["unique_pairs"] = table["pair_id"].n_unique()
     return _table_result(table, counts, prepared.url(prepare.PAIRS), _quarantine_part(params, "study_pairs"))
 

@@ -68,3 +68,25 @@ def test_results_page_shows_the_question_prior_row():
     row = next(line for line in md.splitlines() if line.startswith("| *question prior*"))
     assert "| 0.051 |" in row and "| 0.187 |" in row and "| 1.500 |" in row
     assert "question prior" not in results_markdown(summary, _runs(), "g1", "figures/a.png", "Setup: test.")
+
+
+def test_per_type_table_lists_variants_that_answered_several_types():
+    from models.ablation import per_type_table, summarize
+
+    runs = [{"variant": "+finding heads", "seed": 0, "metrics": {"test_change_f1": 0.5}},
+            {"variant": "+all question types", "seed": 0,
+             "metrics": {"test_type/difference/change_f1": 0.4, "test_type/presence/accuracy": 0.9}},
+            {"variant": "+all question types", "seed": 1,
+             "metrics": {"test_type/difference/change_f1": 0.6, "test_type/presence/accuracy": 0.7}}]
+    lines = per_type_table(summarize(runs))
+    body = [line for line in lines if line.startswith("| +")]
+    assert body == ["| +all question types | 0.500 ± 0.141 | 0.800 ± 0.141 | — | — | — | — | — |"]
+    assert per_type_table(summarize(runs[:1])) == []
+
+
+def test_a_pairing_variant_overlays_params_beyond_the_model():
+    from models.ablation import PARAMS_OVERLAYS
+
+    see = PARAMS_OVERLAYS["+all question types+See-in-Pairs controls"]
+    assert see["pairs"]["single_image_reference"] == "control" and see["train"]["question_types"] == ["all"]
+    assert set(PARAMS_OVERLAYS) <= set(VARIANTS)
