@@ -121,15 +121,15 @@ def check_ingest(prepared: Storage, mimic: Storage) -> tuple[list, list]:
 
 
 def check_pairs(prepared: Storage) -> tuple[list, list]:
-    """study_pairs must hold; subject-disjoint splits only warn (the official v1.0.1 split is
+    """study_pairs and control_pairs (vacuous without control references) must hold;
+    subject-disjoint splits only warn (the official v1.0.1 split is
     not subject-disjoint on real data: pairs.resplit_by_subject fixes that)."""
     from assets import validation
 
     pairs = prepared.read_parquet(PAIRS)
-    blocking = [validation.validate_pairs(pairs)]
-    if "reference" in pairs.columns and (pairs["reference"] == "control").any():
-        blocking.append(validation.validate_control_pairs(pairs, prepared.read_parquet(FINDING_TARGETS)))
-    return blocking, [validation.validate_subject_disjoint(pairs)]
+    return ([validation.validate_pairs(pairs),
+             validation.validate_control_pairs(pairs, prepared.read_parquet(FINDING_TARGETS))],
+            [validation.validate_subject_disjoint(pairs)])
 
 
 def check_residuals(out: Storage, groups: list[str]) -> tuple[list, list]:

@@ -176,6 +176,8 @@ def validate_control_pairs(pairs: pl.DataFrame, targets: pl.DataFrame) -> SuiteR
     main image's view, and only single-image questions use one (assets/controls.py)."""
     import great_expectations.expectations as gxe
 
+    if "reference" not in pairs.columns:
+        pairs = pairs.with_columns(reference=pl.lit("previous"))
     split_of = pairs.select(pl.col("subject_id").alias("ref_subject_id"), pl.col("split").alias("ref_split")) \
         .unique("ref_subject_id", keep="first")
     ctl = (pairs.filter(pl.col("reference") == "control")

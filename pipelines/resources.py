@@ -21,11 +21,19 @@ class SpotdiffParams(dg.ConfigurableResource):
     prepared_root: Optional[str] = None
     residuals_root: Optional[str] = None
     check_files: Optional[bool] = None
+    # dotted params overrides, as `spotdiff … --set` and `dvc exp run -S` take them:
+    # e.g. ["pairs.single_image_reference=control"] for the See-in-Pairs pairing
+    sets: Optional[list[str]] = None
 
     def params(self) -> dict:
+        from assets.params import parse_sets
+
+        overrides = parse_sets(self.sets)
         data = {k: getattr(self, k) for k in ("mimic_root", "diffvqa_root", "prepared_root", "residuals_root",
                                               "check_files") if getattr(self, k) is not None}
-        return load_params(profile=self.profile, overrides={"data": data} if data else None)
+        if data:
+            overrides.setdefault("data", {}).update(data)
+        return load_params(profile=self.profile, overrides=overrides or None)
 
     def storage(self, key: str) -> Storage:
         return storage_for(self.params()["data"][key])

@@ -186,6 +186,15 @@ def study_pairs_valid(params: SpotdiffParams, gx: GreatExpectationsResource) -> 
                     asset="study_pairs")
 
 
+@dg.asset_check(asset=study_pairs, blocking=True,
+                description="GX: every control reference (pairs.single_image_reference: control) is a normal "
+                            "training study of another patient in the main image's view; passes when there is none.")
+def study_pairs_controls_valid(params: SpotdiffParams, gx: GreatExpectationsResource) -> dg.AssetCheckResult:
+    prepared = params.storage("prepared_root")
+    return gx.check(validation.validate_control_pairs, prepared.read_parquet(prepare.PAIRS),
+                    prepared.read_parquet(prepare.FINDING_TARGETS), asset="study_pairs")
+
+
 @dg.asset_check(asset=study_pairs, blocking=False,
                 description="GX: each subject in one split. A warning, not a stop: the official v1.0.1 split is not "
                             "subject-disjoint on real data (set pairs.resplit_by_subject to fix).")
@@ -217,8 +226,8 @@ data_job = dg.define_asset_job("data", selection=dg.AssetSelection.groups(GROUP)
 
 defs = dg.Definitions(
     assets=[embedded_dataset, mimic_images, diffvqa_questions, study_pairs, quarantine, residual_images],
-    asset_checks=[mimic_images_valid, diffvqa_questions_valid, study_pairs_valid, study_pairs_subject_disjoint,
-                  quarantine_accounts],
+    asset_checks=[mimic_images_valid, diffvqa_questions_valid, study_pairs_valid, study_pairs_controls_valid,
+                  study_pairs_subject_disjoint, quarantine_accounts],
     jobs=[data_job],
     resources={"params": SpotdiffParams(), "gx": GreatExpectationsResource()},
 )

@@ -23,8 +23,8 @@ from tests.fixtures.tiny_mimic import write_tiny
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = [D.mimic_images, D.diffvqa_questions, D.study_pairs, D.quarantine, D.residual_images]
-CHECKS = [D.mimic_images_valid, D.diffvqa_questions_valid, D.study_pairs_valid, D.study_pairs_subject_disjoint,
-          D.quarantine_accounts]
+CHECKS = [D.mimic_images_valid, D.diffvqa_questions_valid, D.study_pairs_valid, D.study_pairs_controls_valid,
+          D.study_pairs_subject_disjoint, D.quarantine_accounts]
 
 
 def resources(mimic, diffvqa, out: Path, **kw):
@@ -155,3 +155,17 @@ def test_dagster_cli_materializes_an_asset(tmp_path):
     images = pl.read_parquet(tmp_path / "prepared/images.parquet")
     assert images.height == len(t.images)
     assert (tmp_path / "prepared/questions.parquet").exists()
+
+
+def test_control_pairing_from_a_dagster_run_config(smoke_dataset, tmp_path):
+    """`sets` on the params resource switches the pairing (See-in-Pairs) as `--set` does in the
+    CLI; the blocking control suite runs on what the asset wrote."""
+    res = resources(smoke_dataset / "mimic-cxr-jpg", smoke_dataset / "medical-diff-vqa", tmp_path,
+                    sets=["pairs.single_image_reference=control"])
+    result = dg.materialize([D.mimic_images, D.diffvqa_questions, D.study_pairs, D.study_pairs_valid,
+                             D.study_pairs_controls_valid], resources=res)
+    assert result.success and all(checks_of(result).values()), checks_of(result)
+    pairs = pl.read_parquet(tmp_path / "prepared/pairs.parquet")
+    ctl = pairs.filter(pl.col("reference") == "control")
+    assert ctl.height > 0 and (ctl["ref_subject_id"] != ctl["subject_id"]).all()
+    assert materializations(result)["study_pairs"]["controls"].value == ctl["ref_study_id"].n_unique()
