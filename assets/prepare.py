@@ -180,6 +180,17 @@ def run_residuals(prepared: Storage, out: Storage, cfg: ResidualConfig, groups: 
     return results, write_root_manifest(out, cfg.image_size)
 
 
+def group_pairs_version(prepared: Storage, group: str) -> tuple[str, int, int]:
+    """(content hash, question rows, pairs) of one MIMIC group's rows of pairs.parquet: what that
+    group's residual shards and everything trained on them depend on. Unchanged when a batch of
+    new subjects lands in other groups, so only the groups that grew are recomputed."""
+    from assets.storage import frame_hash
+
+    rows = (prepared.scan_parquet(PAIRS).filter(pl.col("group") == group)
+            .select(pl.exclude(q.SOURCE_COL, q.ROW_COL)).collect().sort("question_id"))
+    return frame_hash(rows), rows.height, rows["pair_id"].n_unique()
+
+
 def count_pairs(prepared: Storage, groups: list[str]) -> int:
     return prepared.scan_parquet(PAIRS).filter(pl.col("group").is_in(groups)).select(
         pl.col("pair_id").n_unique()).collect().item()

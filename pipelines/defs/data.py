@@ -3,7 +3,8 @@
 
                       ┌─ mimic_images ──────┐
     embedded_dataset ─┤                     ├─ study_pairs ─┬─ quarantine
-                      └─ diffvqa_questions ─┘               └─ residual_images (partitioned p10..p19)
+                      └─ diffvqa_questions ─┘               └─ group_pairs ── residual_images
+                                                               (both partitioned p10..p19)
 
 embedded_dataset renders the embedded dataset when the data roots point into it (a fresh
 clone's "Materialize all" has data) and only fingerprints a user's download otherwise.
@@ -30,7 +31,7 @@ from assets.embedded import materialize_embedded
 from assets.params import repo_root, storage_for
 from assets.prepare import residual_config
 from pipelines.resources import GreatExpectationsResource, SpotdiffParams
-from pipelines.defs.automation import FOLLOW
+from pipelines.defs.automation import FOLLOW, FOLLOW_CHANGED
 
 GROUP = "data"
 mimic_groups = dg.StaticPartitionsDefinition(list(GROUPS))
@@ -125,7 +126,17 @@ def quarantine(params: SpotdiffParams) -> dg.MaterializeResult:
     }, data_version=dg.DataVersion(frame_hash(table)))
 
 
-@dg.asset(automation_condition=FOLLOW, group_name=GROUP, kinds={"torch", "parquet"}, deps=[study_pairs], partitions_def=mimic_groups,
+@dg.asset(automation_condition=FOLLOW, group_name=GROUP, kinds={"polars"}, deps=[study_pairs], partitions_def=mimic_groups,
+          description="One MIMIC group's rows of pairs.parquet, as a data version: residual_images recomputes a "
+                      "group only when this changes.")
+def group_pairs(context: dg.AssetExecutionContext, params: SpotdiffParams) -> dg.MaterializeResult:
+    version, rows, pairs = prepare.group_pairs_version(params.storage("prepared_root"), context.partition_key)
+    return dg.MaterializeResult(metadata={"dagster/row_count": rows, "pairs": pairs},
+                                data_version=dg.DataVersion(version))
+
+
+@dg.asset(automation_condition=FOLLOW_CHANGED, group_name=GROUP, kinds={"torch", "parquet"}, deps=[group_pairs],
+          partitions_def=mimic_groups,
           check_specs=[dg.AssetCheckSpec("residuals_finite_in_range", asset="residual_images", blocking=True,
                                          description="GX: every residual finite and in [-1, 1], one row per pair")],
           description="Per pair: preprocessed main/reference, registered reference, naive and registered residuals, "
@@ -225,7 +236,7 @@ data_job = dg.define_asset_job("data", selection=dg.AssetSelection.groups(GROUP)
                                description="Ingest, pair, validate and materialise residual images.")
 
 defs = dg.Definitions(
-    assets=[embedded_dataset, mimic_images, diffvqa_questions, study_pairs, quarantine, residual_images],
+    assets=[embedded_dataset, mimic_images, diffvqa_questions, study_pairs, quarantine, group_pairs, residual_images],
     asset_checks=[mimic_images_valid, diffvqa_questions_valid, study_pairs_valid, study_pairs_controls_valid,
                   study_pairs_subject_disjoint, quarantine_accounts],
     jobs=[data_job],

@@ -1,7 +1,9 @@
 """Dagster assets of the model: `pretrained_encoder`, `real_model` (the Ray Train run) and
 `evaluation` (the test predictions scored into evaluate.metrics_file) — each one call of
 models.lifecycle, the same as `spotdiff pretrain|train|evaluate` and the DVC stages. Upstream:
-the data assets `residual_images` (the shards) and `study_pairs` (pairs.parquet)."""
+`residual_images`, whose partitions follow their group's rows of pairs.parquet (group_pairs):
+training reads both, and hanging it under the shards alone means it starts once the groups
+that changed are recomputed, not while they still are."""
 
 # No `from __future__ import annotations` here: Dagster resolves an asset's Config parameter
 # annotation at definition time, and a string "TrainRunConfig" fails to load the code location.
@@ -23,7 +25,7 @@ class EvaluationConfig(dg.Config):
     profile: str | None = None
 
 
-@dg.asset(automation_condition=FOLLOW, deps=["residual_images", "study_pairs"], group_name="model", kinds={"pytorch", "mlflow"})
+@dg.asset(automation_condition=FOLLOW, deps=["residual_images"], group_name="model", kinds={"pytorch", "mlflow"})
 def pretrained_encoder(context: dg.AssetExecutionContext, config: TrainRunConfig) -> dg.MaterializeResult:
     """E_I pretrained on single images (finding presence and level); skipped, and said so, when
     pretrain.epochs is 0 or model.pretrained_resnet names the user's own weights."""
@@ -34,7 +36,7 @@ def pretrained_encoder(context: dg.AssetExecutionContext, config: TrainRunConfig
                                           for k, v in report.items()})
 
 
-@dg.asset(automation_condition=FOLLOW, deps=["residual_images", "study_pairs", pretrained_encoder], group_name="model",
+@dg.asset(automation_condition=FOLLOW, deps=["residual_images", pretrained_encoder], group_name="model",
           kinds={"pytorch", "ray", "mlflow"})
 def real_model(context: dg.AssetExecutionContext, config: TrainRunConfig) -> dg.MaterializeResult:
     """ReAl trained on Ray Train; the best-on-validation checkpoint, tracked in MLflow."""

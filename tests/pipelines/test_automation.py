@@ -6,6 +6,7 @@ tick. `python -m pytest tests/pipelines/test_automation.py -q`"""
 import shutil
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from pipelines.defs import automation as A
@@ -61,4 +62,56 @@ def test_assets_below_the_ingestion_follow_new_data_and_idle_ticks_request_nothi
     # its other parent, study_pairs, is requested in the same tick: both go in one run, in order
     assert tick.get_num_requested(dg.AssetKey("quarantine")) == 1
     idle = dg.evaluate_automation_conditions(defs=assets, instance=instance, cursor=tick.cursor)
+    assert idle.total_requested == 0
+
+
+@pytest.mark.timeout(600)
+def test_new_subjects_recompute_only_the_residual_groups_they_land_in(tmp_path):
+    """A batch of new subjects (`synth.added_subjects`): after the ingestion and the pairs, every
+    group re-hashes its rows (group_pairs, cheap), and residual_images is requested only for the
+    groups whose rows changed; the next tick, with nothing new, requests nothing."""
+    from assets.synth.generate import generate
+    from assets.synth.plan import SynthConfig
+
+    base = dict(subjects=6, seed=3, image_size=64, render_size=48, workers=1)
+    root = tmp_path / "emb"
+    generate(root, SynthConfig(**base))
+    params = SpotdiffParams(profile="smoke", mimic_root=str(root / "mimic-cxr-jpg"),
+                            diffvqa_root=str(root / "medical-diff-vqa"), prepared_root=str(tmp_path / "prepared"),
+                            residuals_root=str(tmp_path / "residuals"))
+    res = {"params": params, "gx": GreatExpectationsResource()}
+    follow = [D.study_pairs, D.group_pairs, D.residual_images]
+    defs = dg.Definitions(assets=[D.mimic_images, D.diffvqa_questions, *follow], resources=res)
+    instance = dg.DagsterInstance.ephemeral()
+
+    def ingest_and_pair():
+        assert dg.materialize([D.mimic_images, D.diffvqa_questions, D.study_pairs], resources=res,
+                              instance=instance).success
+
+    def materialize_requested(tick, asset):
+        parts = tick.get_requested_partitions(asset.key)
+        for g in sorted(parts):
+            assert dg.materialize([asset], resources=res, instance=instance, partition_key=g).success
+        return parts
+
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance)  # before any data
+    ingest_and_pair()
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+    materialize_requested(tick, D.group_pairs)
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+    built = materialize_requested(tick, D.residual_images)
+    assert built == set(D.mimic_groups.get_partition_keys())  # first time: every group (some empty)
+
+    before = set(pl.read_parquet(tmp_path / "prepared/pairs.parquet")["subject_id"])
+    generate(root, SynthConfig(**base, added_subjects=2))  # a batch arrives
+    ingest_and_pair()
+    pairs = pl.read_parquet(tmp_path / "prepared/pairs.parquet")
+    grown = set(pairs.filter(~pl.col("subject_id").is_in(list(before)))["group"])
+    assert grown and grown < set(pairs["group"]), "the batch should land in some groups, not all"
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+    assert tick.get_requested_partitions(D.group_pairs.key) == set(D.mimic_groups.get_partition_keys())
+    materialize_requested(tick, D.group_pairs)
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+    assert materialize_requested(tick, D.residual_images) == grown
+    idle = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
     assert idle.total_requested == 0

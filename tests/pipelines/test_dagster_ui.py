@@ -21,7 +21,8 @@ import pytest
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
-CHAIN_ASSETS = {"embedded_dataset", "mimic_images", "diffvqa_questions", "study_pairs", "quarantine", "residual_images",
+CHAIN_ASSETS = {"embedded_dataset", "mimic_images", "diffvqa_questions", "study_pairs", "quarantine", "group_pairs",
+                "residual_images",
                 "pretrained_encoder", "real_model", "evaluation", "registered_model", "champion_model"}
 
 NODES = """{ assetNodes { assetKey { path } dependencyKeys { path }

@@ -22,7 +22,7 @@ from tests.fixtures.defects import plant
 from tests.fixtures.tiny_mimic import write_tiny
 
 REPO = Path(__file__).resolve().parents[2]
-ASSETS = [D.mimic_images, D.diffvqa_questions, D.study_pairs, D.quarantine, D.residual_images]
+ASSETS = [D.mimic_images, D.diffvqa_questions, D.study_pairs, D.quarantine, D.group_pairs, D.residual_images]
 CHECKS = [D.mimic_images_valid, D.diffvqa_questions_valid, D.study_pairs_valid, D.study_pairs_controls_valid,
           D.study_pairs_subject_disjoint, D.quarantine_accounts]
 
@@ -36,7 +36,7 @@ def resources(mimic, diffvqa, out: Path, **kw):
 def materialize_all(res, groups):
     """Every data asset and check; the unpartitioned assets run with the first partition."""
     first = dg.materialize(ASSETS + CHECKS, resources=res, partition_key=groups[0], raise_on_error=False)
-    rest = [dg.materialize([D.residual_images], resources=res, partition_key=g, selection=[D.residual_images],
+    rest = [dg.materialize([D.group_pairs, D.residual_images], resources=res, partition_key=g,
                            raise_on_error=False) for g in groups[1:]]
     return first, rest
 
@@ -52,7 +52,7 @@ def materializations(result):
 def test_definitions_list_every_data_asset_check_and_the_job():
     keys = {k.to_user_string() for k in D.defs.resolve_all_asset_keys()}
     assert keys == {"embedded_dataset", "mimic_images", "diffvqa_questions", "study_pairs", "quarantine",
-                    "residual_images"}
+                    "group_pairs", "residual_images"}
     job = D.defs.resolve_job_def("data")
     assert job.name == "data"
     graph = D.defs.resolve_asset_graph()
