@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up: project venv (.venv), DVC in its own tool venv (.venv-dvc), Java for
-# pycocoevalcap's METEOR/PTB tokenizer. Re-running it is cheap: each step is skipped when the
-# stamp of what it installed matches.
+# pycocoevalcap's METEOR/PTB tokenizer, Chromium for the UI tests' screenshots. Re-running it
+# is cheap: each step is skipped when the stamp of what it installed matches.
 #
 # Why two venvs: DVC pulls hydra/omegaconf, which pin antlr4-python3-runtime 4.9, and Dagster's
 # asset-selection parser needs antlr 4.13 (`dagster asset materialize --select` fails on 4.9),
@@ -20,6 +20,18 @@ need_java() {
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null
     else
       echo "[setup] please install a Java runtime (e.g. apt-get install default-jre-headless)" >&2; exit 1
+    fi
+  fi
+}
+
+need_chromium() {
+  # headless Chromium: the UI tests' screenshots of the asset graph (README pictures)
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "[setup] Chromium not found (the UI tests take screenshots with it); installing chromium" >&2
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+      echo "[setup] please install Chromium (e.g. apt-get install chromium)" >&2; exit 1
     fi
   fi
 }
@@ -48,3 +60,4 @@ fi
 ln -sf ../../.venv-dvc/bin/dvc .venv/bin/dvc
 
 need_java
+need_chromium

@@ -66,7 +66,7 @@ FOLLOW_CHANGED = FOLLOW.replace(
 
 loop_sensor = dg.AutomationConditionSensorDefinition(
     "spotdiff_loop", target=dg.AssetSelection.assets(*FOLLOWERS), default_status=STATUS,
-    minimum_interval_seconds=30, description="Runs each asset below the ingestion when its parents have new data.")
+    minimum_interval_seconds=min(30, POLL_SECONDS), description="Runs each asset below the ingestion when its parents have new data.")
 
 
 defs = dg.Definitions(sensors=[raw_data_sensor, loop_sensor])

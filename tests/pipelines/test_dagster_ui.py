@@ -1,26 +1,32 @@
-"""The Dagster UI path, for real: `dagster dev` (webserver + daemon) on 127.0.0.1 with a temporary
-DAGSTER_HOME serves one graph with every asset of the chain (data, model, evaluation, registered
-model, champion) and their checks; "Materialize all" is launched through the webserver's GraphQL
-API as the UI does (the graph mixes partitioned residual_images with unpartitioned assets, so
-the UI launches a backfill of all partitions), polled to success, and the asset-check results
-are read back. With SPOTDIFF_SCREENSHOT=path.png (and chromium on PATH) it also saves a headless
-Chromium screenshot of the asset graph (docs/img/dagster_asset_graph.png is made that way).
+"""The Dagster UI path and the loop, for real: `dagster dev` (webserver + daemon) on 127.0.0.1
+with a temporary DAGSTER_HOME, on a fresh clone.
+
+1. "Materialize all": the graph (data, model, evaluation, registered model, champion, their
+   checks) is launched through the webserver's GraphQL API as the UI does (partitioned
+   residual_images beside unpartitioned assets: a backfill of all partitions), polled to
+   success, and the asset-check results are read back.
+2. The loop on the daemon: the two automation sensors are switched on (as in the UI's Automation
+   tab), a batch of new subjects lands (`synth.added_subjects`), and with nobody launching
+   anything the sensor, the automation conditions and the promotion gate carry it to a new
+   registered candidate — recomputing only the residual groups the new subjects fall in. Then,
+   with no new file, nothing runs.
+A headless Chromium screenshot of the asset graph is taken at the end (SPOTDIFF_SCREENSHOT=path.png
+keeps it; docs/img/dagster_asset_graph.png is made that way).
 
 `python -m pytest tests/pipelines/test_dagster_ui.py` (source scripts/env.sh first)."""
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import polars as pl
 import pytest
-import requests
+import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.pipelines.dagster_dev import dagster_dev, fresh_clone, gql, screenshot
+
 CHAIN_ASSETS = {"embedded_dataset", "mimic_images", "diffvqa_questions", "study_pairs", "quarantine", "group_pairs",
                 "residual_images",
                 "pretrained_encoder", "real_model", "evaluation", "registered_model", "champion_model"}
@@ -36,52 +42,54 @@ META = """{ assetOrError(assetKey: {path: ["registered_model"]}) { ... on Asset 
   assetMaterializations(limit: 1) { metadataEntries { label ... on MarkdownMetadataEntry { mdStr } } } } } }"""
 RUNS = """query($id: String!) { runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
   ... on Runs { results { runId status } } } }"""
+ALL_RUNS = """{ runsOrError(limit: 500) { ... on Runs { results { runId status } } } }"""
+MATERIALIZATIONS = """query($path: [String!]!) { assetOrError(assetKey: {path: $path}) { ... on Asset {
+  assetMaterializations(limit: 200) { partition timestamp runId } } } }"""
+SENSORS = """{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name }
+  sensors { name } } } } }"""
+START = """mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename
+  ... on PythonError { message } } }"""
+POLL_SECONDS = 5  # automation.poll_seconds in the clone: both sensors tick every 5 s
 
 pytestmark = pytest.mark.slow
 
 
-def gql(url: str, query: str, variables: dict | None = None) -> dict:
-    r = requests.post(url + "/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
-    r.raise_for_status()
-    body = r.json()
-    assert "errors" not in body, body["errors"]
-    return body["data"]
+def _materializations(url: str, asset: str) -> list[dict]:
+    return gql(url, MATERIALIZATIONS, {"path": [asset]})["assetOrError"].get("assetMaterializations", [])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _start_sensors(url: str) -> None:
+    for repo in gql(url, SENSORS)["repositoriesOrError"]["nodes"]:
+        for sensor in repo["sensors"]:
+            sel = {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"],
+                   "sensorName": sensor["name"]}
+            started = gql(url, START, {"s": sel})["startSensor"]
+            assert started["__typename"] == "Sensor", started
 
 
-def test_materialize_all_through_the_webserver(tmp_path):
-    repo = tmp_path / "spotdiff"
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    # two runs at a time: the ten residual_images partition runs all at once thrash 2 cores
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nrun_queue:\n  max_concurrent_runs: 2\n")
-    env = {**os.environ, "SPOTDIFF_PROFILE": "smoke", "PYTHONPATH": str(repo), "DAGSTER_HOME": str(home)}
-    for k in ("SPOTDIFF_PARAMS", "MLFLOW_TRACKING_URI", "SPOTDIFF_MIMIC_ROOT", "SPOTDIFF_DIFFVQA_ROOT"):
-        env.pop(k, None)
+def _wait_for(url: str, asset: str, count: int, log: Path, timeout: float) -> list[dict]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = _materializations(url, asset)
+        if len(found) >= count:
+            return found
+        failed = [r for r in gql(url, ALL_RUNS)["runsOrError"]["results"] if r["status"] == "FAILURE"]
+        assert not failed, (failed, log.read_text()[-3000:])
+        time.sleep(POLL_SECONDS)
+    raise AssertionError(f"{asset}: fewer than {count} materializations after {timeout:.0f} s\n"
+                         + log.read_text()[-3000:])
+
+
+@pytest.mark.timeout(2400)
+def test_materialize_all_then_the_loop_runs_itself_on_the_daemon(tmp_path):
+    repo, env = fresh_clone(tmp_path)
     # a fresh clone has no data: "Materialize all" renders it (the asset embedded_dataset)
-    subprocess.run(["git", "clone", "-q", str(REPO), str(repo)], check=True)
     assert not (repo / "data").exists()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    dagster = Path(sys.executable).parent / "dagster"
-    log = open(tmp_path / "dagster-dev.log", "w")
-    proc = subprocess.Popen([str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)], cwd=repo, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            assert proc.poll() is None, (tmp_path / "dagster-dev.log").read_text()[-3000:]
-            try:
-                if requests.get(url + "/server_info", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(1)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["automation"]["poll_seconds"] = POLL_SECONDS  # still off: switched on below, in the UI's way
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    log = tmp_path / "dagster-dev.log"
+    with dagster_dev(repo, env, log) as url:
         nodes = gql(url, NODES)["assetNodes"]
         keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
         assert CHAIN_ASSETS <= keys, keys
@@ -120,21 +128,27 @@ def test_materialize_all_through_the_webserver(tmp_path):
         for label in ("sample_sheet", "change_confusion"):
             assert pictures[label].startswith(f"![{label}.png](data:image/png;base64,"), label
 
-        shot = os.environ.get("SPOTDIFF_SCREENSHOT")
-        if shot and shutil.which("chromium"):
-            gql(url, "mutation { setNuxSeen }")  # the community pop-up would cover the graph
-            profile = tempfile.mkdtemp()
-            subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
-                            "--disable-background-networking", "--disable-component-update",
-                            "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-                            "--window-size=1800,1000", "--virtual-time-budget=20000",
-                            f"--screenshot={shot}",
-                            f"{url}/assets/champion_model?view=lineage&lineageScope=upstream&lineageDepth=10"], check=True, timeout=120,
-                           capture_output=True)
-    finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-        log.close()
+        # 2. the loop: automation on, a batch of new subjects lands, nobody launches anything
+        registered = len(_materializations(url, "registered_model"))
+        before = set(pl.read_parquet(repo / "data/prepared/pairs.parquet")["subject_id"])
+        t_append = time.time() * 1000
+        params["synth"]["added_subjects"] = 3
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        subprocess.run([str(Path(sys.executable).parent / "spotdiff"), "synth"], cwd=repo, env=env, check=True,
+                       capture_output=True, timeout=600)
+        _start_sensors(url)  # the batch is whole on disk before the first poll sees it
+        _wait_for(url, "registered_model", registered + 1, log, timeout=1200)
+        pairs = pl.read_parquet(repo / "data/prepared/pairs.parquet")
+        new_groups = set(pairs.filter(~pl.col("subject_id").is_in(list(before)))["group"])
+        assert new_groups, "the batch added no pairs"
+        redone = {m["partition"] for m in _materializations(url, "residual_images") if float(m["timestamp"]) > t_append}
+        assert redone == new_groups, (redone, new_groups)
+        assert len(new_groups) < len(set(pairs["group"]))  # not everything was recomputed
+        # idle: three polls with no new file start nothing
+        n_runs = len(gql(url, ALL_RUNS)["runsOrError"]["results"])
+        time.sleep(3 * POLL_SECONDS + 2)
+        assert len(gql(url, ALL_RUNS)["runsOrError"]["results"]) == n_runs
+
+        shot = Path(os.environ.get("SPOTDIFF_SCREENSHOT") or tmp_path / "asset-graph.png")
+        screenshot(url, "/assets/champion_model?view=lineage&lineageScope=upstream&lineageDepth=10", shot)
+        assert shot.stat().st_size > 10_000

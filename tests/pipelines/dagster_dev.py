@@ -1,0 +1,90 @@
+"""`dagster dev` (webserver + daemon) for the tests that drive the real UI process: a fresh clone
+of this repository in a temporary folder, its own DAGSTER_HOME, the webserver's GraphQL API, and
+a headless Chromium screenshot of a page."""
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def gql(url: str, query: str, variables: dict | None = None) -> dict:
+    r = requests.post(url + "/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
+    r.raise_for_status()
+    body = r.json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fresh_clone(tmp: Path) -> tuple[Path, dict]:
+    """A clone of the committed tree and the environment to run it in (smoke profile; no
+    variable of the developer's shell that would point it elsewhere)."""
+    repo, home = tmp / "spotdiff", tmp / "dagster_home"
+    home.mkdir()
+    # two runs at a time: the ten residual_images partition runs all at once thrash 2 cores
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nrun_queue:\n  max_concurrent_runs: 2\n")
+    env = {**os.environ, "SPOTDIFF_PROFILE": "smoke", "PYTHONPATH": str(repo), "DAGSTER_HOME": str(home)}
+    for k in ("SPOTDIFF_PARAMS", "MLFLOW_TRACKING_URI", "SPOTDIFF_MIMIC_ROOT", "SPOTDIFF_DIFFVQA_ROOT"):
+        env.pop(k, None)
+    subprocess.run(["git", "clone", "-q", str(REPO), str(repo)], check=True)
+    return repo, env
+
+
+@contextlib.contextmanager
+def dagster_dev(repo: Path, env: dict, log_path: Path, start_timeout: float = 180):
+    """Yields the webserver's URL once it answers; stops the whole process group after."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    dagster = Path(sys.executable).parent / "dagster"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)], cwd=repo, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + start_timeout
+        while True:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.time() < deadline, f"dagster dev did not answer in {start_timeout} s"
+            try:
+                if requests.get(url + "/server_info", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+        log.close()
+
+
+def screenshot(url: str, page: str, out: Path) -> Path:
+    """A headless Chromium picture of `page` (the UI renders client-side: a virtual-time budget
+    lets its scripts finish)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium is not installed (scripts/setup.sh installs it)"
+    gql(url, "mutation { setNuxSeen }")  # the community pop-up would cover the graph
+    profile = tempfile.mkdtemp()
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+                    "--window-size=1800,1000", "--virtual-time-budget=20000", f"--screenshot={out}",
+                    url + page], check=True, timeout=120, capture_output=True)
+    shutil.rmtree(profile, ignore_errors=True)
+    return out
