@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from assets.diffvqa.answer_patterns import ANSWER_PATTERNS, answer_pattern
 from assets.diffvqa.grammar import ChangeSet, try_parse_answer
 from assets.diffvqa.vocabulary import NOTHING_CHANGED
 
@@ -101,15 +102,17 @@ def _stats_from_sums(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # the decision "nothing changed" vs "something changed", right or wrong, over all questions
         "nothing_changed_accuracy": _ratio(s["nothing_agree"], s["n"]),
         "nothing_changed_recall": _ratio(s["nothing_both"], s["nothing_gold"]),
-        "prediction_parse_rate": _ratio(s["pred_ok"], s["n"]),
+        # of the questions whose reference is a difference answer: a single-image answer ("yes",
+        # "left lung") is no difference answer, right or wrong (per_type_scores has its own rate)
+        "prediction_parse_rate": _ratio(s["pred_ok"], s["gold_ok"]),
         **{f"change_recall_{k}": _ratio(s[f"tp_{k}"], s[f"gold_{k}"]) for k in TEMPLATE_KINDS},
     }
 
 
 def _per_question(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {
-        "tp": c["tp"], "fp": c["fp"], "fn": c["fn"], "exact": c["exact"], "pred_ok": c["pred_ok"],
-        "n": np.ones_like(c["tp"]),
+        "tp": c["tp"], "fp": c["fp"], "fn": c["fn"], "exact": c["exact"],
+        "pred_ok": c["pred_ok"] * c["gold_ok"], "gold_ok": c["gold_ok"], "n": np.ones_like(c["tp"]),
         "nothing_agree": (c["nothing_gold"] == c["nothing_pred"]).astype(float),
         "nothing_both": c["nothing_gold"] * c["nothing_pred"],
         "nothing_gold": c["nothing_gold"],
@@ -274,6 +277,9 @@ def per_type_scores(predictions: list[str], answers: list[str], question_types: 
         idx = [i for i, t in enumerate(question_types) if t == qt]
         preds, golds = [predictions[i] for i in idx], [answers[i] for i in idx]
         row: dict = {"n": len(idx)}
+        if qt in ANSWER_PATTERNS:  # in its own type's answer language (what constrained decoding keeps)
+            pattern = answer_pattern(qt)
+            row["parse_rate"] = float(np.mean([pattern.fullmatch(p) is not None for p in preds]))
         if qt == "difference":
             row.update(change_scores(preds, golds))
         elif qt in CLOSED_TYPES:

@@ -175,7 +175,7 @@ def test_per_type_scores_use_the_measure_of_each_type():
              "the main image has an additional finding of edema than the reference image. "]
     types = ["presence", "presence", "view", "abnormality", "location", "level", "difference", "difference"]
     s = per_type_scores(preds, golds, types)
-    assert s["presence"] == {"n": 2, "accuracy": 0.5} and s["view"]["accuracy"] == 1.0
+    assert s["presence"] == {"n": 2, "accuracy": 0.5, "parse_rate": 1.0} and s["view"]["accuracy"] == 1.0
     # one of two named findings right: precision 1/2, recall 1/1
     assert s["abnormality"]["item_precision"] == 0.5 and s["abnormality"]["item_recall"] == 1.0
     assert answer_items("left lower lung area", "location") == {"left", "lower", "lung"}
@@ -193,3 +193,19 @@ def test_score_predictions_reports_per_type_when_told_the_types():
     r = score_predictions([a, "no"], [a, "yes"], n_boot=0, nlg=False, question_types=["difference", "presence"])
     assert set(r["per_type"]) == {"difference", "presence"} and r["per_type"]["presence"]["accuracy"] == 0.0
     assert "per_type" not in score_predictions([a], [a], n_boot=0, nlg=False)
+
+
+def test_parse_rates_judge_each_answer_in_its_own_language():
+    """A right single-image answer ("yes") is no difference answer: the overall parse rate counts
+    the difference questions only, and each type has its own rate in per_type."""
+    from models.metrics import per_type_scores, score_predictions
+
+    diff = "the main image has an additional finding of pleural effusion than the reference image. "
+    preds = [diff, "yes", "left lung area", "garbled words"]
+    golds = [diff, "yes", "left lung area", diff]
+    types = ["difference", "presence", "location", "difference"]
+    report = score_predictions(preds, golds, nlg=False, n_boot=10, question_types=types)
+    assert report["prediction_parse_rate"] == 0.5  # 1 of the 2 difference questions
+    per = report["per_type"]
+    assert per["presence"]["parse_rate"] == 1.0 and per["location"]["parse_rate"] == 1.0
+    assert per["difference"]["parse_rate"] == 0.5
