@@ -13,7 +13,18 @@ pytestmark = pytest.mark.slow  # a real data build and a Ray Train run (~2 min)
 VARIANT = "+all question types+See-in-Pairs controls"
 
 
-def test_see_in_pairs_variant_runs_from_the_ingested_tables_to_mlflow(smoke_dataset, tmp_path):
+@pytest.fixture
+def ray_down_after():
+    """train() starts Ray in this process when none runs (as `spotdiff ablate` does in its own);
+    later tests start theirs, so it goes down here."""
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def test_see_in_pairs_variant_runs_from_the_ingested_tables_to_mlflow(smoke_dataset, tmp_path, ray_down_after):
     from mlflow import MlflowClient
 
     from assets import prepare
