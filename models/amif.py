@@ -161,17 +161,3 @@ class GatedFusion(nn.Module):
         g = torch.sigmoid(self.gate(torch.cat([x, found], dim=-1)))  # (P, n, 1)
         self.last_gate = g.detach().mean()
         return x + g * found
-
-
-def mean_word_embeddings(wte: nn.Embedding, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(W, L) token ids of W words (mask marks real tokens) -> (W, D) mean embedding per word."""
-    emb = wte(ids) * mask[..., None]
-    return emb.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-
-
-def padded_ids(words: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max((len(w) for w in words), default=1) or 1
-    ids, mask = torch.zeros(len(words), width, dtype=torch.long), torch.zeros(len(words), width)
-    for i, seq in enumerate(words):
-        ids[i, :len(seq)], mask[i, :len(seq)] = torch.tensor(seq, dtype=torch.long), 1.0
-    return ids, mask

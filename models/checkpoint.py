@@ -91,7 +91,8 @@ def load_optimizer(folder: str | Path, optimizer: torch.optim.Optimizer, schedul
 def load_model_from(folder: str | Path, device: str | torch.device = "cpu"):
     """(model, tokenizer, state) from a checkpoint folder, model in eval mode."""
     from models.config import ModelConfig
-    from models.model import ReAl, vocabulary_ids
+    from models.model import ReAl
+    from models.vocabulary import vocabulary_ids
     from models.tokenizer import load_tokenizer
 
     model_cfg, state = read_config(folder)

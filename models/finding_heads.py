@@ -39,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from assets.finding_states import CHANGE_KINDS, N_FINDINGS, N_LEVELS
+from models.vocabulary import mean_word_embeddings, padded_ids
 
 # Order of the five target rows in a batch (models/data.py): main/ref presence and level, change.
 MAIN_PRESENCE, MAIN_LEVEL, REF_PRESENCE, REF_LEVEL, CHANGE = range(5)
@@ -107,11 +108,7 @@ class FindingHeads(nn.Module):
             self.pair_states = nn.Linear(residual_channels, 2 * N_FINDINGS * (1 + N_LEVELS))
         self.finding_embed = nn.Parameter(torch.randn(N_FINDINGS, n_embd) * 0.02)
         self.state_proj = nn.Linear(2 + N_CHANGE, n_embd)
-        width = max((len(x) for x in name_ids), default=0) if name_ids else 0
-        ids = torch.zeros(N_FINDINGS, max(width, 1), dtype=torch.long)
-        mask = torch.zeros(N_FINDINGS, max(width, 1))
-        for f, seq in enumerate(name_ids or []):
-            ids[f, :len(seq)], mask[f, :len(seq)] = torch.tensor(seq, dtype=torch.long), 1.0
+        ids, mask = padded_ids(name_ids or [[]] * N_FINDINGS)
         # rebuilt from the tokenizer saved with every checkpoint, so not stored in the weights
         self.register_buffer("name_ids", ids, persistent=False)
         self.register_buffer("name_mask", mask, persistent=False)
@@ -152,10 +149,10 @@ class FindingHeads(nn.Module):
             state = torch.where(use, truth.to(state.dtype), state)
         base = self.finding_embed
         if wte is not None and bool(self.name_mask.any()):
-            emb = wte(self.name_ids) * self.name_mask[..., None]  # (F, L, D)
             # the first token is the word the decoder must emit next; the mean tells apart
             # names that share it ("pleural effusion" / "pleural thickening")
-            base = base + emb[:, 0] + emb.sum(1) / self.name_mask.sum(1, keepdim=True).clamp(min=1)
+            first = wte(self.name_ids[:, 0]) * self.name_mask[:, :1]
+            base = base + first + mean_word_embeddings(wte, self.name_ids, self.name_mask)
         return base[None] + self.state_proj(state.to(self.finding_embed.dtype))
 
 

@@ -19,12 +19,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from models.amif import Alignment, GatedFusion, mean_word_embeddings, padded_ids
+from assets.finding_states import N_FINDINGS, N_LEVELS
+from models.amif import Alignment, GatedFusion
 from models.config import ModelConfig
 from models.encoders import ImageEncoder
-from assets.finding_states import N_FINDINGS, N_LEVELS
 from models.finding_heads import FindingHeads, FindingLogits, finding_loss
 from models.projection import Projection
+from models.vocabulary import mean_word_embeddings, padded_ids
 
 
 @dataclass
@@ -95,9 +96,9 @@ class ReAl(nn.Module):
         # the answer vocabulary as decoder token ids (AMiF's text side and knowledge bank); rebuilt
         # from the tokenizer saved with every checkpoint, so not stored in the weights
         words = (finding_name_ids or []) + (level_name_ids or [])
-        ids, mask = padded_ids(words or [[0]])
+        ids, mask = padded_ids(words)
         self.register_buffer("vocab_ids", ids, persistent=False)
-        self.register_buffer("vocab_mask", mask if words else mask * 0, persistent=False)
+        self.register_buffer("vocab_mask", mask, persistent=False)
         self.has_vocabulary = len(words) == N_FINDINGS + N_LEVELS
         self.alignment = self.fusion = None
         if cfg.amif_align:
@@ -216,21 +217,6 @@ class ReAl(nn.Module):
                           logits_processor=logits_processor)
         return beam_search(self.gpt, emb, mask, self.eos_token_id, max_new_tokens, num_beams, banned,
                            logits_processor=logits_processor)
-
-
-def finding_name_ids(tokenizer) -> list[list[int]]:
-    """The 30 finding names as this tokenizer's ids, as they appear inside an answer (after a space)."""
-    from assets.diffvqa.vocabulary import FINDINGS
-
-    return [tokenizer.encode(" " + f, add_special_tokens=False) for f in FINDINGS]
-
-
-def vocabulary_ids(tokenizer) -> dict[str, list[list[int]]]:
-    """ReAl's keyword arguments for the answer vocabulary: finding names and level words as ids."""
-    from assets.diffvqa.vocabulary import LEVELS
-
-    return {"finding_name_ids": finding_name_ids(tokenizer),
-            "level_name_ids": [tokenizer.encode(" " + lv, add_special_tokens=False) for lv in LEVELS]}
 
 
 def load_gpt2_body(gpt: GPT2LMHeadModel, path: str) -> None:

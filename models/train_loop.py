@@ -116,7 +116,8 @@ class PairsForward(torch.nn.Module):
 
 def build_model(model_cfg: dict, tokenizer) -> torch.nn.Module:
     from models.config import ModelConfig
-    from models.model import ReAl, vocabulary_ids
+    from models.model import ReAl
+    from models.vocabulary import vocabulary_ids
 
     return ReAl(ModelConfig.from_dict(model_cfg), pad_token_id=tokenizer.pad_token_id,
                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,

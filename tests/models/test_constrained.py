@@ -85,7 +85,7 @@ def test_heads_decide_the_change_set_the_decoder_may_state():
     import dataclasses
 
     from models.finding_heads import predicted_changes
-    from models.model import finding_name_ids
+    from models.vocabulary import finding_name_ids
     from models.predict import head_patterns
 
     tok = train_tokenizer(TEXTS * 5, vocab_size=1000)
