@@ -72,4 +72,5 @@ def with_controls(pairs: pl.DataFrame, targets: pl.DataFrame) -> tuple[pl.DataFr
         pair_id=pl.concat_str([pl.col("main_dicom_id"), pl.lit("__"), pl.col("ref_dicom_id")]),
         reference=pl.lit(CONTROL)).select(keep.columns)
     out = pl.concat([keep, ctl]).sort(["group", "subject_id", "main_study_id", "question_type", "question_id"])
+    s.counts(ctl.height)  # the Sieve's own accounting: single-image rows in = out + quarantined
     return out, s.quarantine, ctl["ref_study_id"].n_unique()
