@@ -40,8 +40,9 @@ def save(folder: str | Path, model: torch.nn.Module, model_cfg: dict, tokenizer,
          optimizer: torch.optim.Optimizer | None = None, scheduler=None) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    # save_model (not save_file) dedups tied tensors: GPT-2's lm_head shares wte.
-    save_model(unwrap(model), str(folder / WEIGHTS))
+    # save_model (not save_file) dedups tied tensors: GPT-2's lm_head shares wte. Training keeps
+    # conv weights channels_last; the file stores them contiguous, as any loader expects.
+    save_model(unwrap(model), str(folder / WEIGHTS), force_contiguous=True)
     if optimizer is not None:
         torch.save({"optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None},
