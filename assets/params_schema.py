@@ -86,6 +86,7 @@ class Train(_Section):
     num_to_keep: int
     seed: int
     deterministic: bool
+    bf16: bool
     epochs: int
     pairs_per_batch: int
     lr: float

@@ -39,6 +39,7 @@ class ModelConfig:
     finding_tokens: bool = False      # the heads' beliefs as one decoder prefix token per finding
     finding_forcing: float = 0.0      # share of training pairs whose tokens carry the known targets
     decode_with_heads: bool = False   # a difference answer states exactly the heads' change set
+    swap_average: bool = False        # inference: average the change beliefs of (main, ref) and the pair read backwards
     amif_align: bool = False          # AMiF: contrastive image/residual <-> finding/change-set text (models/amif.py)
     amif_weight: float = 0.1          # weight of L_align
     amif_negatives: int = 4           # one-cell hard negatives per pair (0: the batch's own texts only)
@@ -57,8 +58,8 @@ class ModelConfig:
             raise ValueError(f"model.residual_input must be residual or stack, got {self.residual_input!r}")
         if self.gen_loss not in GEN_LOSSES:
             raise ValueError(f"model.gen_loss must be one of {GEN_LOSSES}, got {self.gen_loss!r}")
-        if (self.finding_tokens or self.decode_with_heads) and not self.finding_heads:
-            raise ValueError("model.finding_tokens and model.decode_with_heads need model.finding_heads")
+        if (self.finding_tokens or self.decode_with_heads or self.swap_average) and not self.finding_heads:
+            raise ValueError("model.finding_tokens, decode_with_heads and swap_average need model.finding_heads")
         if self.pair_states and not (self.finding_heads and self.use_residual):
             raise ValueError("model.pair_states needs model.finding_heads and model.use_residual")
         if self.amif_negatives < 0 or self.amif_tau <= 0:

@@ -134,9 +134,27 @@ class ReAl(nn.Module):
             pooled = fmap.mean(dim=(2, 3))
             feats.findings = self.finding_heads(pooled[:P], pooled[P:],
                                                 res_map.mean(dim=(2, 3)) if res_map is not None else None)
+            if self.cfg.swap_average and not self.training:
+                feats.findings.change = self._swap_averaged_change(feats.findings.change, pooled, main, ref, residual)
             if self.cfg.finding_tokens:  # inference tokens; training may force some (forward)
                 feats.finding_tokens = self.finding_heads.tokens(feats.findings, wte=self.gpt.transformer.wte)
         return feats
+
+    def _swap_averaged_change(self, change: torch.Tensor, pooled: torch.Tensor, main, ref, residual):
+        """Change log-probabilities averaged with those of the pair read backwards (reference as
+        main: added and missing trade places, a level change stays one). Training reads half the
+        pairs backwards (train.swap_prob), so both readings are answers the model has learned to
+        give; their mean is a test-time augmentation that costs one more E_R pass, E_I's
+        features are only swapped."""
+        P = main.shape[0]
+        res_pooled = None
+        if self.cfg.use_residual:
+            back_in = torch.cat([ref, main, -residual], dim=1) if self.cfg.residual_input == "stack" else -residual
+            res_pooled = self.residual_encoder(back_in).mean(dim=(2, 3))
+        back = self.finding_heads(pooled[P:], pooled[:P], res_pooled).change
+        kinds = torch.tensor([0, 2, 1, 3], device=change.device)  # unchanged, missing<->added, level
+        probs = 0.5 * (change.float().softmax(-1) + back.float().softmax(-1)[..., kinds])
+        return probs.log()
 
     # ---- text ------------------------------------------------------------------------------
     def _prompt(self, feats: PairFeatures, pair_index, question_ids, question_mask):

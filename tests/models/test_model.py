@@ -270,6 +270,26 @@ def test_swap_reads_the_pair_backwards():
     assert torch.equal(swap_targets(s), t)
 
 
+def test_swap_average_reads_both_orders_and_agrees_with_the_pair_backwards():
+    x, y, q, a, t = _finding_batch()
+    plain = _finding_model(finding_heads=True, residual_input="stack").eval()
+    both = _finding_model(finding_heads=True, residual_input="stack", swap_average=True).eval()
+    with torch.no_grad():
+        fwd = both.encode_pairs(x, y, x - y).findings.change.exp()
+        back = both.encode_pairs(y, x, y - x).findings.change.exp()
+        alone = plain.encode_pairs(x, y, x - y).findings.change.float().softmax(-1)
+    # a distribution per finding, and the same one whichever way round the pair is given
+    assert torch.allclose(fwd.sum(-1), torch.ones(2, 30), atol=1e-5)
+    assert torch.allclose(fwd, back[..., [0, 2, 1, 3]], atol=1e-5)
+    assert not torch.allclose(fwd, alone, atol=1e-3)  # it did read the pair backwards
+    # training is untouched: the loss sees the one reading the batch gives
+    both.train()
+    assert torch.allclose(both.encode_pairs(x, y, x - y).findings.change.softmax(-1),
+                          plain.train().encode_pairs(x, y, x - y).findings.change.softmax(-1))
+    with pytest.raises(ValueError, match="swap_average"):
+        _finding_model(swap_average=True)
+
+
 def test_stacked_residual_input_gives_E_R_three_channels():
     m = _finding_model(finding_heads=True, residual_input="stack")
     assert m.residual_encoder.backbone.body[0].weight.shape[1] == 3
