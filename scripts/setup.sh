@@ -38,23 +38,35 @@ need_chromium() {
 
 stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
 
+# pip's output (hundreds of lines on a first run: index warnings, build-backend notices) goes to
+# a log file; the terminal gets one line per step, and the log's tail if a step fails.
+mkdir -p runs/logs
+SETUP_LOG=runs/logs/setup.log
+logged() {
+  if ! "$@" >>"$SETUP_LOG" 2>&1; then
+    echo "[setup] failed: $* (last lines of $SETUP_LOG below)" >&2
+    tail -n 20 "$SETUP_LOG" >&2
+    exit 1
+  fi
+}
+
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
+  logged .venv/bin/pip install -q --upgrade pip
 fi
 want=$(stamp_of pyproject.toml scripts/setup.sh)
 if [ "$(cat .venv/.spotdiff-stamp 2>/dev/null)" != "$want" ]; then
-  echo "[setup] installing spotdiff into .venv (first run: a few minutes, torch is ~3.5 GB)" >&2
-  .venv/bin/pip install -q -e '.[dev]'
+  echo "[setup] installing spotdiff into .venv (first run: a few minutes, torch is ~3.5 GB; log: $SETUP_LOG)" >&2
+  logged .venv/bin/pip install -q -e '.[dev]'
   # The DRR renderer only: see the comment at the diffdrr deps in pyproject.toml.
-  .venv/bin/pip install -q --no-deps 'diffdrr==0.6.1'
+  logged .venv/bin/pip install -q --no-deps 'diffdrr==0.6.1'
   echo "$want" > .venv/.spotdiff-stamp
 fi
 
 if [ "$(cat .venv-dvc/.spotdiff-stamp 2>/dev/null)" != "$DVC_SPEC" ]; then
   echo "[setup] installing DVC into its own tool venv .venv-dvc" >&2
   [ -x .venv-dvc/bin/python ] || "$PY" -m venv .venv-dvc
-  .venv-dvc/bin/pip install -q "$DVC_SPEC"
+  logged .venv-dvc/bin/pip install -q "$DVC_SPEC"
   echo "$DVC_SPEC" > .venv-dvc/.spotdiff-stamp
 fi
 ln -sf ../../.venv-dvc/bin/dvc .venv/bin/dvc
