@@ -222,6 +222,18 @@ def validate(model, data: DataSpec, cfg: TrainConfig, model_cfg: dict, tokenizer
     return metrics, records
 
 
+def validation_summary(val: dict[str, float]) -> str:
+    """The validation line people read: change-F1 with its parts, the loss and the parse rate
+    (every metric goes to MLflow; the full list made a line of ~400 characters)."""
+    def get(key: str) -> str:
+        return f"{val[key]:.3f}" if key in val else "-"
+
+    return (f"val_change_f1 {get('val_change_f1')} (precision {get('val_change_precision')}, "
+            f"recall {get('val_change_recall')}: added {get('val_change_recall_added')}, "
+            f"missing {get('val_change_recall_missing')}, level {get('val_change_recall_level')}), "
+            f"loss {get('val_loss')}, parse rate {get('val_prediction_parse_rate')}")
+
+
 def _better(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
@@ -293,8 +305,7 @@ def train(cfg: TrainConfig, model_cfg: dict, data: DataSpec, rt: Runtime) -> ckp
             val, records = validate(bare, data, cfg, model_cfg, tokenizer, rt.device)
             metrics.update(val)
             rt.tracker.log_metrics(val, state.step)
-            print(f"[epoch {state.epoch}/{cfg.epochs}] validation: "
-                  + ", ".join(f"{k} {v:.4f}" for k, v in sorted(val.items())), flush=True)
+            print(f"[epoch {state.epoch}/{cfg.epochs}] validation: {validation_summary(val)}", flush=True)
             rt.tracker.log_records(records[:50], f"val_predictions/epoch_{state.epoch:03d}.json")
             value = val.get(cfg.select_metric)
             if value is not None and _better(value, state.best_metric, cfg.select_mode):
