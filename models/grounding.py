@@ -21,8 +21,11 @@ def last_feature_map(model):
     saved: dict = {}
 
     def keep(_module, _inputs, out):
-        out.retain_grad()
-        saved["a"] = out
+        # the first pass reads the pair as given; with model.swap_average a second pass reads it
+        # backwards, which the decoder's tokens do not see (its beliefs enter them detached)
+        if "a" not in saved:
+            out.retain_grad()
+            saved["a"] = out
     hook = enc.register_forward_hook(keep)
     try:
         yield saved

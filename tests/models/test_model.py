@@ -290,6 +290,20 @@ def test_swap_average_reads_both_orders_and_agrees_with_the_pair_backwards():
         _finding_model(swap_average=True)
 
 
+def test_gradcam_explains_the_pair_as_given_when_swap_averaging():
+    """Grad-CAM keeps E_R's map of the first reading: an answer's log-likelihood ("nothing has
+    changed") depends on it, not on the backwards reading (found by the main job's register)."""
+    from models.grounding import last_feature_map
+
+    m = _finding_model(finding_heads=True, finding_tokens=True, residual_input="stack", swap_average=True).eval()
+    x, y, q, a, t = _finding_batch()
+    with last_feature_map(m) as saved, torch.enable_grad():
+        feats = m.encode_pairs(x, y, x - y)
+        out = m(feats, torch.arange(2), q, torch.ones_like(q), a, torch.ones_like(a))
+        (-out["l_gen"]).backward()
+        assert saved["a"].grad is not None and saved["a"].grad.abs().sum() > 0
+
+
 def test_stacked_residual_input_gives_E_R_three_channels():
     m = _finding_model(finding_heads=True, residual_input="stack")
     assert m.residual_encoder.backbone.body[0].weight.shape[1] == 3
