@@ -4,6 +4,7 @@ confusion matrix of finding changes. Pure matplotlib; MLflow/Dagster adapters lo
 
 from __future__ import annotations
 
+import textwrap
 import warnings
 
 from pathlib import Path
@@ -49,9 +50,11 @@ def ask_heatmap(answerer: Answerer, main_bytes: bytes, ref_bytes: bytes, questio
     plt = _plt()
     tensors = prepare_pair(decode(main_bytes, "main", answerer.prep), decode(ref_bytes, "ref", answerer.prep),
                            answerer.prep)
-    fig, axes = plt.subplots(1, 4, figsize=(12, 3.6))
+    # a change list runs to ~200 characters: wrapped to the figure's width, not cut at its edges
+    text = "\n".join(textwrap.wrap(f"Q: {question}", 150) + textwrap.wrap(f"A: {answer}", 150))
+    fig, axes = plt.subplots(1, 4, figsize=(12, 3.4 + 0.18 * text.count("\n")))
     _row(axes, answerer, *tensors, question, answer)
-    fig.suptitle(f"Q: {question}\nA: {answer}", fontsize=9)
+    fig.suptitle(text, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
