@@ -132,8 +132,9 @@ def swap_answer(answer: str) -> str | None:
 
 def swap_targets(t: torch.Tensor) -> torch.Tensor:
     """Main and reference rows trade places; added (1) and missing (2) changes swap."""
-    change = t[4].clone()
-    change[t[4] == 1], change[t[4] == 2] = 2, 1
+    from models.finding_heads import BACKWARDS
+
+    change = torch.where(t[4] >= 0, torch.tensor(BACKWARDS)[t[4].clamp(min=0)], t[4])
     return torch.stack([t[2], t[3], t[0], t[1], change])
 
 

@@ -44,6 +44,9 @@ from models.vocabulary import mean_word_embeddings, padded_ids
 # Order of the five target rows in a batch (models/data.py): main/ref presence and level, change.
 MAIN_PRESENCE, MAIN_LEVEL, REF_PRESENCE, REF_LEVEL, CHANGE = range(5)
 N_CHANGE = len(CHANGE_KINDS)
+# each change kind as the pair read backwards (reference as main) states it: added and missing
+# trade places, unchanged and level stay (swapped training pairs, swap averaging)
+BACKWARDS = (0, 2, 1, 3)
 
 
 @dataclass

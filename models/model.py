@@ -23,7 +23,7 @@ from assets.finding_states import N_FINDINGS, N_LEVELS
 from models.amif import Alignment, GatedFusion
 from models.config import ModelConfig
 from models.encoders import ImageEncoder
-from models.finding_heads import FindingHeads, FindingLogits, finding_loss
+from models.finding_heads import BACKWARDS, FindingHeads, FindingLogits, finding_loss
 from models.projection import Projection
 from models.vocabulary import mean_word_embeddings, padded_ids
 
@@ -126,8 +126,7 @@ class ReAl(nn.Module):
         if self.cfg.use_residual:
             if residual is None:
                 raise ValueError("this model has a residual branch: pass the residual image")
-            res_in = torch.cat([main, ref, residual], dim=1) if self.cfg.residual_input == "stack" else residual
-            res_map = self.residual_encoder(res_in)
+            res_map = self.residual_encoder(self._residual_input(main, ref, residual))
             res = self.residual_proj(res_map)  # (P, nq, D)
         feats = PairFeatures(main=tokens[:P], ref=tokens[P:], residual=res)
         if self.finding_heads is not None:
@@ -149,12 +148,15 @@ class ReAl(nn.Module):
         P = main.shape[0]
         res_pooled = None
         if self.cfg.use_residual:
-            back_in = torch.cat([ref, main, -residual], dim=1) if self.cfg.residual_input == "stack" else -residual
-            res_pooled = self.residual_encoder(back_in).mean(dim=(2, 3))
+            res_pooled = self.residual_encoder(self._residual_input(ref, main, -residual)).mean(dim=(2, 3))
         back = self.finding_heads(pooled[P:], pooled[:P], res_pooled).change
-        kinds = torch.tensor([0, 2, 1, 3], device=change.device)  # unchanged, missing<->added, level
+        kinds = torch.tensor(BACKWARDS, device=change.device)
         probs = 0.5 * (change.float().softmax(-1) + back.float().softmax(-1)[..., kinds])
         return probs.log()
+
+    def _residual_input(self, main: torch.Tensor, ref: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """What E_R sees: main − ref alone (the paper), or [main, ref, main − ref] stacked."""
+        return torch.cat([main, ref, residual], dim=1) if self.cfg.residual_input == "stack" else residual
 
     # ---- text ------------------------------------------------------------------------------
     def _prompt(self, feats: PairFeatures, pair_index, question_ids, question_mask):
