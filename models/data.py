@@ -14,6 +14,7 @@ in from the entry point; this module never reads the environment."""
 
 from __future__ import annotations
 
+import os
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -328,6 +329,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if deterministic:
+        # cuBLAS picks reduction orders per call unless its workspace is fixed; read when the
+        # first cuBLAS handle is made, which is after this (the model moves to the GPU later)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         # Deterministic mode also fills every new tensor with NaN so that a read of uninitialised
         # memory shows; no kernel here reads it, and the fills were 7 % of a CPU training step.

@@ -87,12 +87,16 @@ def write_files(files: dict[str, str], folder: Path) -> Path:
     return folder
 
 
-def _all_reduce_min(n: int) -> int:
+def all_reduce_min(n: int) -> int:
+    """The smallest n over the ranks (steps per epoch: every rank must take as many). nccl
+    reduces CUDA tensors only, so under it the count travels on this rank's GPU."""
     import torch.distributed as dist
 
     if not dist.is_available() or not dist.is_initialized():
         return n
-    t = torch.tensor([n], dtype=torch.long)
+    device = (torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl"
+              else torch.device("cpu"))
+    t = torch.tensor([n], dtype=torch.long, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return int(t.item())
 
@@ -135,7 +139,7 @@ def worker_loop(config: dict) -> None:
     device = ray.train.torch.get_device()
     rt = Runtime(rank=rank, world_size=world, device=device,
                  prepare_model=lambda m: ray.train.torch.prepare_model(m),
-                 report=report, min_across_ranks=_all_reduce_min, resume_dir=resume_dir,
+                 report=report, min_across_ranks=all_reduce_min, resume_dir=resume_dir,
                  tracker=tracker)
     status = "FAILED"
     try:
