@@ -8,6 +8,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from models.metrics import TYPE_METRIC
+
 # The paper's model (no finding heads) in its Table 2 variants, then what this project adds on
 # the strongest of them: the finding heads and tokens, and encoder pretraining before them.
 # The related methods' options are off in every row that does not name them, so a row means the
@@ -123,9 +125,6 @@ def bar_chart(summary: dict, path: Path, metrics=("test_change_f1", "test_BLEU-4
     return path
 
 
-# The headline score of each question type (models/metrics.py per_type_scores).
-TYPE_METRIC = {"difference": "change_f1", "presence": "accuracy", "view": "accuracy",
-               "abnormality": "item_f1", "location": "item_f1", "level": "item_f1", "type": "item_f1"}
 
 
 def per_type_table(summary: dict) -> list[str]:

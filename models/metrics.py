@@ -222,9 +222,21 @@ def score_predictions(predictions: list[str], answers: list[str], questions: lis
     """The full report: flat numbers (NLG_KEYS, change_*, exact_match, ...), `ci95`
     {metric: [lo, hi]}, and `per_template` {template of the reference: {n, metrics}}; with
     questions, also `per_question_form` (the general question vs the area questions); with
-    question_types, `per_type` (per_type_scores)."""
+    question_types, `per_type` (per_type_scores). When the questions are of several types, the
+    headline numbers (NLG, change, exact match, the breakdowns) are the difference questions'
+    alone, comparable with a difference-only run; `per_type` scores every type."""
     if not answers:
         raise ValueError("no predictions to score")
+    if question_types is not None and len(question_types) != len(answers):
+        raise ValueError(f"{len(question_types)} question types for {len(answers)} answers")
+    if question_types is not None and "difference" in question_types and set(question_types) != {"difference"}:
+        keep = [i for i, t in enumerate(question_types) if t == "difference"]
+        report = score_predictions([predictions[i] for i in keep], [answers[i] for i in keep],
+                                   [questions[i] for i in keep] if questions is not None else None,
+                                   n_boot=n_boot, seed=seed, nlg=nlg)
+        report["n_all_types"] = len(answers)
+        report["per_type"] = per_type_scores(predictions, answers, question_types, n_boot, seed)
+        return report
     counts = change_counts(predictions, answers)
     cols = _per_question(counts)
     report: dict = {"n": len(answers), "n_change_scored": int(counts["gold_ok"].sum())}
@@ -247,7 +259,7 @@ def score_predictions(predictions: list[str], answers: list[str], questions: lis
         forms = ["area" if " area?" in q else "general" for q in questions]
         report["per_question_form"] = _breakdown(cols, forms)
     if question_types is not None:
-        report["per_type"] = per_type_scores(predictions, answers, question_types)
+        report["per_type"] = per_type_scores(predictions, answers, question_types, n_boot, seed)
     return report
 
 
@@ -270,8 +282,10 @@ def answer_items(text: str, question_type: str) -> set[str]:
     return {p.removeprefix("and ").strip() for p in parts if p.strip()}
 
 
-def per_type_scores(predictions: list[str], answers: list[str], question_types: list[str]) -> dict[str, dict]:
-    """{question type: {n, and accuracy | item_f1/precision/recall | change-F1 and friends}}."""
+def per_type_scores(predictions: list[str], answers: list[str], question_types: list[str],
+                    n_boot: int = 0, seed: int = 0) -> dict[str, dict]:
+    """{question type: {n, and accuracy | item_f1/precision/recall | change-F1 and friends, and
+    with n_boot > 0 `ci95` of the type's headline metric (TYPE_METRIC), questions resampled}}."""
     out: dict[str, dict] = {}
     for qt in sorted(set(question_types)):
         idx = [i for i, t in enumerate(question_types) if t == qt]
@@ -281,20 +295,43 @@ def per_type_scores(predictions: list[str], answers: list[str], question_types: 
             pattern = answer_pattern(qt)
             row["parse_rate"] = float(np.mean([pattern.fullmatch(p) is not None for p in preds]))
         if qt == "difference":
-            row.update(change_scores(preds, golds))
+            cols = _per_question(change_counts(preds, golds))
+            row.update({k: float(v) for k, v in _stats_from_sums({k: v.sum() for k, v in cols.items()}).items()})
+            stat = _stats_from_sums
         elif qt in CLOSED_TYPES:
-            row["accuracy"] = float(np.mean([normalize_answer(p).strip() == normalize_answer(g).strip()
-                                             for p, g in zip(preds, golds)]))
+            cols = {"correct": np.array([normalize_answer(p).strip() == normalize_answer(g).strip()
+                                         for p, g in zip(preds, golds)], dtype=float),
+                    "n": np.ones(len(idx))}
+            stat = _accuracy_from_sums
+            row.update({k: float(v) for k, v in stat({k: v.sum() for k, v in cols.items()}).items()})
         else:
-            tp = fp = fn = 0
-            for p, g in zip(preds, golds):
-                pi, gi = answer_items(p, qt), answer_items(g, qt)
-                tp, fp, fn = tp + len(pi & gi), fp + len(pi - gi), fn + len(gi - pi)
-            prec, rec = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
-            row.update(item_precision=prec, item_recall=rec,
-                       item_f1=2 * prec * rec / max(prec + rec, 1e-12))
+            counts = [(len(pi & gi), len(pi - gi), len(gi - pi))
+                      for pi, gi in ((answer_items(p, qt), answer_items(g, qt)) for p, g in zip(preds, golds))]
+            cols = {k: np.array([c[j] for c in counts], dtype=float) for j, k in enumerate(("tp", "fp", "fn"))}
+            stat = _items_from_sums
+            row.update({k: float(v) for k, v in stat({k: v.sum() for k, v in cols.items()}).items()})
+        if n_boot > 0:
+            metric = TYPE_METRIC[qt]
+            ci = bootstrap_ci(cols, lambda sums: {metric: stat(sums)[metric]}, n_boot, seed)
+            row["ci95"] = list(ci[metric])
         out[qt] = row
     return out
+
+
+# The headline score of each question type
+TYPE_METRIC = {"difference": "change_f1", "presence": "accuracy", "view": "accuracy",
+               "abnormality": "item_f1", "location": "item_f1", "level": "item_f1", "type": "item_f1"}
+
+
+def _accuracy_from_sums(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"accuracy": _ratio(s["correct"], s["n"])}
+
+
+def _items_from_sums(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Micro item precision/recall/F1 from summed hits, false items and missed items."""
+    tp, fp, fn = s["tp"], s["fp"], s["fn"]
+    return {"item_precision": _ratio(tp, tp + fp), "item_recall": _ratio(tp, tp + fn),
+            "item_f1": _ratio(2 * tp, 2 * tp + fp + fn)}
 
 
 def _breakdown(cols: dict[str, np.ndarray], groups: list[str]) -> dict[str, dict]:

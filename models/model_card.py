@@ -59,10 +59,17 @@ def model_card(name: str, version: str, run_id: str, params_flat: dict, report: 
                               or k == "prior_change_f1")]
     per_type = report.get("per_type") or {}
     if per_type:
-        lines += ["", "## Per question type", "", "| type | n | metrics |", "|---|---|---|"]
+        from models.metrics import TYPE_METRIC
+
+        lines += ["", "## Per question type", "",
+                  "| type | n | headline (95 % CI) | metrics |", "|---|---|---|---|"]
         for qt, row in sorted(per_type.items()):
-            rest = ", ".join(f"{k} {_fmt(float(v))}" for k, v in sorted(row.items()) if k != "n")
-            lines.append(f"| {qt} | {row.get('n', '?')} | {rest} |")
+            metric, lo_hi = TYPE_METRIC.get(qt), row.get("ci95")
+            head = (f"{metric} {_fmt(float(row[metric]))}" if metric in row else "—") + (
+                f" [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi else "")
+            rest = ", ".join(f"{k} {_fmt(float(v))}" for k, v in sorted(row.items())
+                             if k not in ("n", "ci95", metric))
+            lines.append(f"| {qt} | {row.get('n', '?')} | {head} | {rest} |")
     if sample_sheet:
         lines += ["", "## Sample answers", "", f"The sample sheet (pairs, residuals, answers): `{sample_sheet}`"]
     lines += ["", "## Known limits", ""] + [f"- {x}" for x in KNOWN_LIMITS]

@@ -209,3 +209,26 @@ def test_parse_rates_judge_each_answer_in_its_own_language():
     per = report["per_type"]
     assert per["presence"]["parse_rate"] == 1.0 and per["location"]["parse_rate"] == 1.0
     assert per["difference"]["parse_rate"] == 0.5
+
+
+def test_headline_scores_the_difference_questions_alone_when_types_mix():
+    """Test scoring covers every type; the headline (change-F1, NLG, exact match) stays the
+    difference questions', comparable with a difference-only run, and each type's headline
+    metric has its interval."""
+    from models.metrics import score_predictions
+
+    add = "the main image has an additional finding of edema than the reference image. "
+    miss = "the main image is missing the finding of edema than the reference image. "
+    preds = [add, "yes", add, "no", "edema", "mild"]
+    golds = [add, "yes", miss, "yes", "edema, pleural effusion", "mild"]
+    types = ["difference", "presence", "difference", "presence", "abnormality", "level"]
+    mixed = score_predictions(preds, golds, n_boot=50, nlg=False, question_types=types)
+    alone = score_predictions([add, add], [add, miss], n_boot=50, nlg=False)
+    assert mixed["n"] == 2 and mixed["n_all_types"] == 6
+    assert mixed["change_f1"] == alone["change_f1"] == 0.5 and mixed["exact_match"] == 0.5
+    per = mixed["per_type"]
+    assert per["presence"]["accuracy"] == 0.5 and abs(per["abnormality"]["item_f1"] - 2 / 3) < 1e-9
+    for row in per.values():
+        lo, hi = row["ci95"]
+        assert 0.0 <= lo <= hi <= 1.0
+    assert per["level"]["ci95"] == [1.0, 1.0]
