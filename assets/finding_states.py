@@ -92,6 +92,22 @@ def _finding_after(question: str, prefixes: tuple[str, ...], suffixes: tuple[str
     return None
 
 
+def named_finding(question: str) -> str | None:
+    """The finding a presence, location, type or level question names, or None. The templates
+    first; then, for "is there {finding} in the {location}?", the longest finding name the
+    question holds as whole words."""
+    q = question.strip().lower()
+    f = _finding_after(q, _PRESENCE_PREFIXES + _NAMED_PREFIXES,
+                       (" in this image?", " located?", " located on the left side or right side?", "?"))
+    if f is not None:
+        return f
+    words = f" {q.rstrip('?')} "
+    return next((name for name in _BY_LENGTH if f" {name} " in words), None)
+
+
+_BY_LENGTH = sorted(FINDINGS, key=len, reverse=True)
+
+
 def _observe_single(cells: _Cells, study, qtype: str, question: str, answer: str) -> None:
     if qtype == "abnormality":
         if question.startswith("what abnormalities"):

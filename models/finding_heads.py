@@ -197,6 +197,38 @@ def predicted_changes(logits: FindingLogits, pair: int, fits=None):
     return build(atoms)
 
 
+SINGLE_IMAGE_TYPES = ("presence", "abnormality", "level")  # the single-image types the heads answer
+MAX_LISTED = 6  # an abnormality list names at most this many findings (its answer pattern's bound)
+
+
+def single_image_answer(logits: FindingLogits, pair: int, question: str, qtype: str) -> str | None:
+    """What E_I's heads say about the main image, worded as the answer of a presence ("yes" /
+    "no"), abnormality (the findings above 0.5, most likely first, or "yes" / "no" for "is there
+    evidence of any abnormalities") or level question (the named finding's most likely level).
+    None for the types no head knows (view, location, type) and for a question naming no
+    finding. A location-scoped abnormality question gets the whole image's list: no head knows
+    where a finding is."""
+    from assets.diffvqa.vocabulary import FINDINGS, LEVELS
+    from assets.finding_states import named_finding
+
+    if qtype not in SINGLE_IMAGE_TYPES:
+        return None
+    probs = logits.main_presence[pair].detach().float().sigmoid()
+    if qtype == "abnormality":
+        present = [i for i in probs.argsort(descending=True).tolist() if probs[i] > 0.5]
+        if question.strip().lower().startswith("is there"):
+            return "yes" if present else "no"
+        # the question presumes a finding: name the most likely one when none passes 0.5
+        return ", ".join(FINDINGS[i] for i in (present or [int(probs.argmax())])[:MAX_LISTED])
+    name = named_finding(question)
+    if name is None:
+        return None
+    f = FINDINGS.index(name)
+    if qtype == "presence":
+        return "yes" if probs[f] > 0.5 else "no"
+    return LEVELS[int(logits.main_level[pair, f].argmax())]
+
+
 def _masked_mean(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     # stays in the graph when nothing is known, so DDP sees every head parameter used each step
     return (values * known).sum() / known.sum().clamp(min=1)

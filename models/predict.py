@@ -34,11 +34,15 @@ def grammar_processor(tokenizer, question_types: list[str], num_beams: int = 1,
 def head_patterns(model, feats, pair_index, questions: list[str], types: list[str], tokenizer=None,
                   max_new_tokens: int | None = None) -> list | None:
     """With `decode_with_heads`: each difference question may state exactly the change set the
-    model's finding heads predict for its pair (the decoder orders and words it); other types keep
-    their grammar. None when the model decodes in the plain grammar."""
+    model's finding heads predict for its pair (the decoder orders and words it); a presence,
+    abnormality or level question exactly the heads' answer about the main image
+    (finding_heads.single_image_answer); view, location and type questions keep their grammar.
+    None when the model decodes in the plain grammar."""
+    import regex
+
     from assets.diffvqa.answer_patterns import answer_pattern, change_set_pattern
     from assets.diffvqa.vocabulary import DIFFERENCE_QUESTION
-    from models.finding_heads import predicted_changes
+    from models.finding_heads import predicted_changes, single_image_answer
 
     if not getattr(model.cfg, "decode_with_heads", False) or feats.findings is None:
         return None
@@ -53,10 +57,11 @@ def head_patterns(model, feats, pair_index, questions: list[str], types: list[st
     changes: dict[int, object] = {}
     out = []
     for q, (question, qtype) in enumerate(zip(questions, types)):
-        if qtype != "difference":
-            out.append(answer_pattern(qtype))
-            continue
         i = int(pair_index[q])
+        if qtype != "difference":
+            answer = single_image_answer(feats.findings, i, question, qtype)
+            out.append(answer_pattern(qtype) if answer is None else regex.compile(regex.escape(answer)))
+            continue
         if i not in changes:
             changes[i] = predicted_changes(feats.findings, i, fits)
         out.append(change_set_pattern(changes[i], area_question=question != DIFFERENCE_QUESTION))

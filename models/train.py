@@ -238,8 +238,7 @@ def _fit(train_cfg: TrainConfig, model_cfg: dict, data: DataSpec, scaling: Scali
     (out / "test_report.json").write_text(json.dumps({**report, SCORED_WITH: scored}, indent=2, sort_keys=True))
     test_metrics = {k: float(v) for k, v in report.items() if isinstance(v, (int, float))}
     # per question type, flat for MLflow and metrics.json: type/<type>/<metric>
-    test_metrics.update({f"type/{qt}/{k}": float(v) for qt, row in report.get("per_type", {}).items()
-                         for k, v in row.items()})
+    test_metrics.update(per_type_flat(report))
     steps = int(result.metrics["step"])
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps({
@@ -265,10 +264,25 @@ def _best(result, cfg: TrainConfig):
     return c, dict(m)
 
 
+def per_type_flat(report: dict) -> dict[str, float]:
+    """A report's per question type scores, flat for MLflow and metrics.json:
+    type/<type>/<metric>, the interval as type/<type>/ci95_lo and _hi."""
+    out = {}
+    for qt, row in report.get("per_type", {}).items():
+        for k, v in row.items():
+            if k == "ci95":
+                out[f"type/{qt}/ci95_lo"], out[f"type/{qt}/ci95_hi"] = float(v[0]), float(v[1])
+            elif isinstance(v, (int, float)):
+                out[f"type/{qt}/{k}"] = float(v)
+    return out
+
+
 def score_test(best_dir: Path, data: DataSpec, cfg: TrainConfig, num_beams: int | None = None,
                score_kwargs: dict | None = None) -> tuple[dict, list[dict]]:
-    """The test split, scored once, with the best-on-validation checkpoint. Returns the full
-    models.metrics report (flat scores + ci95 + per-template breakdown) and the predictions."""
+    """The test split, scored once, with the best-on-validation checkpoint, over every question
+    type the pairs hold (training may learn fewer: the finding heads answer presence,
+    abnormality and level questions too). Returns the full models.metrics report (headline over
+    the difference questions + ci95 + per-template breakdown + per_type) and the predictions."""
     from models.metrics import score_predictions
     from models.data import batches
     from models.predict import predict
@@ -277,7 +291,7 @@ def score_test(best_dir: Path, data: DataSpec, cfg: TrainConfig, num_beams: int 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer, _ = ckpt.load_model_from(best_dir, device)
     model_cfg, _ = ckpt.read_config(best_dir)
-    stream = make_stream(data, "test", cfg, model_cfg, augment=False)
+    stream = make_stream(data, "test", replace(cfg, question_types=("all",)), model_cfg, augment=False)
     records = predict(model, batches(stream, collate_for(tokenizer, model_cfg), cfg.pairs_per_batch),
                       tokenizer, device, num_beams or cfg.val_num_beams)
     if not records:

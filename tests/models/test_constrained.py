@@ -116,3 +116,74 @@ def test_heads_decide_the_change_set_the_decoder_may_state():
         # switched off, the same model decodes in the plain grammar
         model.cfg = dataclasses.replace(model.cfg, decode_with_heads=False)
         assert head_patterns(model, feats, torch.tensor([0]), [QUESTIONS["difference"]], ["difference"]) is None
+
+
+def _logits_with(present: dict[str, float], levels: dict[str, str]):
+    """FindingLogits of one pair whose main image has `present` {finding: probability} and the
+    most likely level `levels` {finding: level}."""
+    from assets.diffvqa.vocabulary import FINDINGS, LEVELS
+    from models.finding_heads import FindingLogits
+
+    p = torch.full((1, len(FINDINGS)), 0.02)
+    for name, prob in present.items():
+        p[0, FINDINGS.index(name)] = prob
+    level = torch.zeros(1, len(FINDINGS), len(LEVELS))
+    for name, lv in levels.items():
+        level[0, FINDINGS.index(name), LEVELS.index(lv)] = 5.0
+    z = torch.zeros(1, len(FINDINGS))
+    return FindingLogits(main_presence=torch.logit(p), ref_presence=z, main_level=level,
+                         ref_level=level, change=torch.zeros(1, len(FINDINGS), 4))
+
+
+def test_heads_answer_presence_abnormality_and_level_about_the_main_image():
+    from models.finding_heads import single_image_answer
+
+    lg = _logits_with({"edema": 0.9, "pleural effusion": 0.7, "atelectasis": 0.4}, {"edema": "severe"})
+    ask = lambda q, t: single_image_answer(lg, 0, q, t)
+    assert ask("is there edema?", "presence") == "yes"
+    assert ask("is there evidence of atelectasis in this image?", "presence") == "no"  # 0.4
+    assert ask("is there pleural effusion in the left lung?", "presence") == "yes"
+    # the findings above 0.5, most likely first; the yes/no form says whether there is any
+    assert ask("what abnormalities are seen in this image?", "abnormality") == "edema, pleural effusion"
+    assert ask("is there evidence of any abnormalities in this image?", "abnormality") == "yes"
+    assert ask("what level is the edema?", "level") == "severe"
+    # no head knows views, places or types; a question naming no known finding gets no answer
+    assert ask("which view is this image taken?", "view") is None
+    assert ask("where is the edema?", "location") is None
+    assert ask("is there a unicorn?", "presence") is None
+    healthy = _logits_with({}, {})
+    assert single_image_answer(healthy, 0, "is there evidence of any abnormalities in this image?",
+                               "abnormality") == "no"
+    # "what abnormalities" presumes one: the most likely finding, even below 0.5
+    assert single_image_answer(_logits_with({"hernia": 0.3}, {}), 0,
+                               "what abnormalities are seen in this image?", "abnormality") == "hernia"
+
+
+def test_decoder_states_the_heads_single_image_answer():
+    """decode_with_heads: an untrained decoder answers a presence or level question exactly as the
+    heads say, and a view question still in its grammar."""
+    from models.predict import head_patterns
+    from models.vocabulary import finding_name_ids
+
+    tok = train_tokenizer(TEXTS * 5, vocab_size=1000)
+    cfg = ModelConfig(backbone="tiny", image_size=32, n_queries=2, n_embd=32, n_layer=1, n_head=2,
+                      vocab_size=len(tok), max_question_len=32, max_answer_len=64, dropout=0.0,
+                      finding_heads=True, finding_tokens=True, decode_with_heads=True)
+    torch.manual_seed(1)
+    model = ReAl(cfg, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, finding_name_ids(tok)).eval()
+    with torch.no_grad():
+        x = torch.rand(1, 1, 32, 32)
+        feats = model.encode_pairs(x, x.flip(-1), x - x.flip(-1))
+        feats.findings = _logits_with({"edema": 0.9}, {"edema": "moderate"})
+        qs = ["is there edema?", "is there pneumothorax?", "what level is the edema?", QUESTIONS["view"]]
+        types = ["presence", "presence", "level", "view"]
+        ids = [tok.encode(q, add_special_tokens=False) for q in qs]
+        width = max(map(len, ids))
+        q = torch.tensor([i + [tok.pad_token_id] * (width - len(i)) for i in ids])
+        mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids])
+        pats = head_patterns(model, feats, torch.zeros(4, dtype=torch.long), qs, types)
+        out = model.generate(feats, torch.zeros(4, dtype=torch.long), q, mask, 20,
+                             logits_processor=grammar_processor(tok, types, 1, 20, pats))
+        texts = [tok.decode(o, skip_special_tokens=True, clean_up_tokenization_spaces=False) for o in out]
+    assert texts[:3] == ["yes", "no", "moderate"]
+    assert is_answer(texts[3], "view")
