@@ -18,8 +18,14 @@ How the cells are filled (each rule is a fact of the dataset's templates):
 Ties are resolved with a union-find per finding over studies, so knowledge travels along a
 subject's whole timeline. Conflicting evidence (a noisy real label) leaves the cell unknown.
 
+- what type is X: X's type; where (in the image) is X: the place words of X (a side question,
+  "left side or right side?", names one word of several and is left out).
+- the view of each image: the metadata's view position (pairs.parquet main_view / ref_view).
+
 Codes: presence -1 unknown, 0 absent, 1 present; level -1 unknown, else the index in LEVELS;
-change per finding -1 unknown (pair without a general difference question), else CHANGE_KINDS.
+change per finding -1 unknown (pair without a general difference question), else CHANGE_KINDS;
+type -1 unknown, else the index in TYPES; location -1 unknown, else a bit mask over
+LOCATION_WORDS (bit i: word i is named); view (one per image) -1 unknown, else the index in VIEWS.
 """
 
 from __future__ import annotations
@@ -29,13 +35,21 @@ from collections import defaultdict
 import polars as pl
 
 from assets.diffvqa.grammar import try_parse_answer
-from assets.diffvqa.vocabulary import DIFFERENCE_QUESTION, FINDINGS, LEVELS
+from assets.diffvqa.vocabulary import DIFFERENCE_QUESTION, FINDINGS, LEVELS, LOCATION_WORDS, TYPES, VIEWS
 
 CHANGE_KINDS = ("unchanged", "added", "missing", "level")
 N_FINDINGS, N_LEVELS = len(FINDINGS), len(LEVELS)
 _FINDING_INDEX = {f: i for i, f in enumerate(FINDINGS)}
 _LEVEL_INDEX = {lv: i for i, lv in enumerate(LEVELS)}
-TARGET_COLUMNS = ("pair_id", "main_presence", "main_level", "ref_presence", "ref_level", "change")
+_TYPE_INDEX = {t: i for i, t in enumerate(TYPES)}
+_VIEW_INDEX = {v: i for i, v in enumerate(VIEWS)}
+# "area" closes every place ("left lung area"); the others are the place words a location names
+PLACE_WORDS = tuple(w for w in LOCATION_WORDS if w != "area")
+# one list of 30 codes per finding, then one code per image
+PER_FINDING_COLUMNS = ("main_presence", "main_level", "ref_presence", "ref_level", "change",
+                       "main_type", "ref_type", "main_location", "ref_location")
+PER_IMAGE_COLUMNS = ("main_view", "ref_view")
+TARGET_COLUMNS = ("pair_id",) + PER_FINDING_COLUMNS + PER_IMAGE_COLUMNS
 
 _PRESENCE_PREFIXES = ("is there evidence of ", "is there ")
 _NAMED_PREFIXES = ("where in the image is the ", "where is the ", "what type is the ", "what level is the ",
@@ -47,7 +61,7 @@ class _Cells:
 
     def __init__(self):
         self.parent: dict = {}
-        self.values: dict = defaultdict(lambda: {"presence": set(), "level": set()})
+        self.values: dict = defaultdict(_empty_values)
 
     def find(self, x):
         self.parent.setdefault(x, x)
@@ -63,22 +77,47 @@ class _Cells:
         self.parent[rb] = ra
         if rb in self.values:
             moved = self.values.pop(rb)
-            self.values[ra]["presence"] |= moved["presence"]
-            self.values[ra]["level"] |= moved["level"]
+            for k, seen in moved.items():
+                self.values[ra][k] |= seen
 
-    def see(self, cell, presence: int | None = None, level: int | None = None) -> None:
+    def see(self, cell, presence: int | None = None, level: int | None = None,
+            type_: int | None = None, location: int | None = None) -> None:
         v = self.values[self.find(cell)]
-        if presence is not None:
-            v["presence"].add(presence)
-        if level is not None:
-            v["level"].add(level)
+        for k, value in (("presence", presence), ("level", level), ("type", type_), ("location", location)):
+            if value is not None:
+                v[k].add(value)
 
-    def get(self, cell) -> tuple[int, int]:
-        root = self.find(cell)
-        v = self.values.get(root, {"presence": set(), "level": set()})
+    def get(self, cell) -> tuple[int, int, int, int]:
+        """(presence, level, type, location) codes; all but presence only for a present finding."""
+        v = self.values.get(self.find(cell)) or _empty_values()
         presence = next(iter(v["presence"])) if len(v["presence"]) == 1 else -1
-        level = next(iter(v["level"])) if len(v["level"]) == 1 and presence == 1 else -1
-        return presence, level
+        rest = [next(iter(v[k])) if len(v[k]) == 1 and presence == 1 else -1
+                for k in ("level", "type", "location")]
+        return presence, *rest
+
+
+def _empty_values() -> dict[str, set]:
+    return {"presence": set(), "level": set(), "type": set(), "location": set()}
+
+
+def location_mask(answer: str) -> int | None:
+    """The bit mask (over PLACE_WORDS' positions in LOCATION_WORDS) of the place words a "where"
+    answer names — "left lower lung area and right lower lung area" names left, right, lower,
+    lung — or None when it is a side answer or holds a word the vocabulary lacks."""
+    text = answer.strip()
+    if text.endswith(" side"):
+        return None
+    mask = 0
+    for part in text.split(" and "):
+        part = part.strip().removesuffix(" area").strip()
+        while part:  # longest word first: "mid to lower" before "mid"
+            word = next((w for w in sorted(PLACE_WORDS, key=len, reverse=True)
+                         if part == w or part.startswith(w + " ")), None)
+            if word is None:
+                return None
+            mask |= 1 << LOCATION_WORDS.index(word)
+            part = part[len(word):].strip()
+    return mask or None
 
 
 def _finding_after(question: str, prefixes: tuple[str, ...], suffixes: tuple[str, ...]) -> str | None:
@@ -126,7 +165,9 @@ def _observe_single(cells: _Cells, study, qtype: str, question: str, answer: str
                            (" located?", " located on the left side or right side?", "?"))
         if f:
             cells.see((study, f), presence=1,
-                      level=_LEVEL_INDEX.get(answer) if qtype == "level" else None)
+                      level=_LEVEL_INDEX.get(answer) if qtype == "level" else None,
+                      type_=_TYPE_INDEX.get(answer) if qtype == "type" else None,
+                      location=location_mask(answer) if qtype == "location" else None)
 
 
 def finding_targets(pairs: pl.DataFrame) -> pl.DataFrame:
@@ -134,12 +175,15 @@ def finding_targets(pairs: pl.DataFrame) -> pl.DataFrame:
     finding, as int8 lists (codes in the module docstring)."""
     cells = _Cells()
     changes: dict[str, list[int]] = {}
+    views = [c for c in ("main_view", "ref_view") if c in pairs.columns]
     rows = pairs.select("pair_id", "main_study_id", "ref_study_id", "question_type", "question",
-                        "answer").to_dicts()
+                        "answer", *views).to_dicts()
     studies: dict[str, tuple] = {}
+    view_codes: dict[str, tuple[int, int]] = {}
     for r in rows:
         main, ref = r["main_study_id"], r["ref_study_id"]
         studies[r["pair_id"]] = (main, ref)
+        view_codes[r["pair_id"]] = tuple(_VIEW_INDEX.get(r.get(c) or "", -1) for c in ("main_view", "ref_view"))
         if r["question_type"] != "difference":
             _observe_single(cells, main, r["question_type"], r["question"], r["answer"])
             continue
@@ -172,10 +216,14 @@ def finding_targets(pairs: pl.DataFrame) -> pl.DataFrame:
         out["pair_id"].append(pair_id)
         for side, study in (("main", main), ("ref", ref)):
             states = [cells.get((study, f)) for f in FINDINGS]
-            out[f"{side}_presence"].append([p for p, _ in states])
-            out[f"{side}_level"].append([lv for _, lv in states])
+            for k, name in enumerate(("presence", "level", "type", "location")):
+                out[f"{side}_{name}"].append([s[k] for s in states])
         out["change"].append(changes.get(pair_id, [-1] * N_FINDINGS))
-    schema = {"pair_id": pl.String, **{c: pl.List(pl.Int8) for c in TARGET_COLUMNS[1:]}}
+        out["main_view"].append(view_codes[pair_id][0])
+        out["ref_view"].append(view_codes[pair_id][1])
+    schema = {"pair_id": pl.String, **{c: pl.List(pl.Int8) for c in PER_FINDING_COLUMNS},
+              "main_location": pl.List(pl.Int32), "ref_location": pl.List(pl.Int32),  # 20-bit masks
+              **{c: pl.Int8 for c in PER_IMAGE_COLUMNS}}
     return pl.DataFrame(out, schema=schema).sort("pair_id")
 
 
@@ -183,6 +231,6 @@ def coverage(targets: pl.DataFrame) -> dict[str, float]:
     """Share of known cells per target column: what the encoder is supervised on."""
     out = {}
     for c in TARGET_COLUMNS[1:]:
-        flat = targets[c].explode()
+        flat = targets[c].explode() if c in PER_FINDING_COLUMNS else targets[c]
         out[c] = float((flat >= 0).mean()) if flat.len() else 0.0
     return out

@@ -16,6 +16,7 @@ from models.metrics import TYPE_METRIC
 # same model whatever params.yaml's defaults become.
 _OTHERS = {"amif_align": False, "gated_fusion": False}
 _PAPER = {"finding_heads": False, "finding_tokens": False, "pair_states": False, "decode_with_heads": False,
+          "attribute_heads": False,
           "swap_average": False, **_OTHERS}
 _HEADS = {"use_residual": True, "use_rfa": True, "residual_kind": "registered",
           "finding_heads": True, "finding_tokens": True, "pair_states": False, **_OTHERS}

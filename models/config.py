@@ -35,6 +35,7 @@ class ModelConfig:
     finding_heads: bool = False       # per-finding presence/level/change heads + L_find (models/finding_heads.py)
     finding_weight: float = 1.0       # weight of L_find
     change_weight: float = 4.0        # added/missing/level against unchanged in the change head
+    attribute_heads: bool = False     # per image its view, per finding its type and place words (finding_heads)
     pair_states: bool = False         # E_R also predicts both images' finding states; the change they imply joins the change logits
     finding_tokens: bool = False      # the heads' beliefs as one decoder prefix token per finding
     finding_forcing: float = 0.0      # share of training pairs whose tokens carry the known targets
@@ -58,8 +59,8 @@ class ModelConfig:
             raise ValueError(f"model.residual_input must be residual or stack, got {self.residual_input!r}")
         if self.gen_loss not in GEN_LOSSES:
             raise ValueError(f"model.gen_loss must be one of {GEN_LOSSES}, got {self.gen_loss!r}")
-        if (self.finding_tokens or self.decode_with_heads or self.swap_average) and not self.finding_heads:
-            raise ValueError("model.finding_tokens, decode_with_heads and swap_average need model.finding_heads")
+        if (self.finding_tokens or self.decode_with_heads or self.swap_average or self.attribute_heads) and not self.finding_heads:
+            raise ValueError("model.finding_tokens, decode_with_heads, swap_average and attribute_heads need model.finding_heads")
         if self.pair_states and not (self.finding_heads and self.use_residual):
             raise ValueError("model.pair_states needs model.finding_heads and model.use_residual")
         if self.amif_negatives < 0 or self.amif_tau <= 0:

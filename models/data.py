@@ -27,7 +27,7 @@ import torch
 import torch.utils.deterministic
 
 from assets.diffvqa.grammar import ChangeSet, LevelChange, compose_answer, try_parse_answer
-from assets.finding_states import N_FINDINGS, TARGET_COLUMNS
+from assets.finding_states import N_FINDINGS, PER_FINDING_COLUMNS, TARGET_COLUMNS
 from assets.shards import MANIFEST_NAME, decode_image
 from assets.storage import Storage
 from models.augment import AugmentConfig, augment_pair
@@ -52,7 +52,7 @@ class PairSample:
     ref: torch.Tensor
     residual: torch.Tensor
     qas: tuple[QA, ...]
-    targets: torch.Tensor | None = None  # (5, 30) long finding targets (models/finding_heads.py), -1 unknown
+    targets: torch.Tensor | None = None  # (rows, 30) long finding targets (models/finding_heads.py), -1 unknown
 
 
 @dataclass
@@ -71,7 +71,7 @@ class PairBatch:
     questions: list[str]
     answers: list[str]
     question_types: list[str] | None = None
-    finding_targets: torch.Tensor | None = None  # (P, 5, 30) long, -1 unknown
+    finding_targets: torch.Tensor | None = None  # (P, rows, 30) long, -1 unknown
 
     def to(self, device: torch.device | str) -> "PairBatch":
         moved = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
@@ -109,10 +109,12 @@ def load_questions(pairs_parquet: str | Path, split: str,
 
 
 def load_finding_targets(path: str | Path, options: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
-    """pair_id -> (5, 30) long targets, rows in TARGET_COLUMNS order (assets/finding_states.py)."""
+    """pair_id -> (rows, 30) long targets, rows in TARGET_COLUMNS order (assets/finding_states.py);
+    a per-image code (the view) fills its whole row."""
     table = open_parquet(path, options).read(columns=list(TARGET_COLUMNS)).to_pydict()
     rows = TARGET_COLUMNS[1:]
-    return {pid: torch.tensor([table[c][i] for c in rows], dtype=torch.long)
+    return {pid: torch.tensor([table[c][i] if c in PER_FINDING_COLUMNS else [table[c][i]] * N_FINDINGS
+                               for c in rows], dtype=torch.long)
             for i, pid in enumerate(table["pair_id"])}
 
 
@@ -133,10 +135,11 @@ def swap_answer(answer: str) -> str | None:
 
 def swap_targets(t: torch.Tensor) -> torch.Tensor:
     """Main and reference rows trade places; added (1) and missing (2) changes swap."""
-    from models.finding_heads import BACKWARDS
+    from models.finding_heads import BACKWARDS, CHANGE, SWAPPED_ROWS
 
-    change = torch.where(t[4] >= 0, torch.tensor(BACKWARDS)[t[4].clamp(min=0)], t[4])
-    return torch.stack([t[2], t[3], t[0], t[1], change])
+    out = t[list(SWAPPED_ROWS)].clone()
+    out[CHANGE] = torch.where(t[CHANGE] >= 0, torch.tensor(BACKWARDS)[t[CHANGE].clamp(min=0)], t[CHANGE])
+    return out
 
 
 def swapped_qas(qas: tuple[QA, ...]) -> tuple[QA, ...]:

@@ -38,11 +38,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from assets.finding_states import CHANGE_KINDS, N_FINDINGS, N_LEVELS
+from assets.diffvqa.vocabulary import LOCATION_WORDS, TYPES, VIEWS
+from assets.finding_states import CHANGE_KINDS, N_FINDINGS, N_LEVELS, TARGET_COLUMNS
 from models.vocabulary import mean_word_embeddings, padded_ids
 
-# Order of the five target rows in a batch (models/data.py): main/ref presence and level, change.
-MAIN_PRESENCE, MAIN_LEVEL, REF_PRESENCE, REF_LEVEL, CHANGE = range(5)
+# The target rows of a batch (models/data.py), in TARGET_COLUMNS order: per finding main/ref
+# presence and level, change, main/ref type and location; then each image's view, repeated
+# across the row so that one (rows, 30) tensor carries a pair.
+_ROW = {c: i for i, c in enumerate(TARGET_COLUMNS[1:])}
+MAIN_PRESENCE, MAIN_LEVEL, REF_PRESENCE, REF_LEVEL, CHANGE = (
+    _ROW[c] for c in ("main_presence", "main_level", "ref_presence", "ref_level", "change"))
+MAIN_TYPE, REF_TYPE, MAIN_LOCATION, REF_LOCATION, MAIN_VIEW, REF_VIEW = (
+    _ROW[c] for c in ("main_type", "ref_type", "main_location", "ref_location", "main_view", "ref_view"))
+# each row as the pair read backwards holds it: main and reference rows trade places
+SWAPPED_ROWS = tuple(_ROW["ref_" + c[5:] if c.startswith("main_") else "main_" + c[4:] if c.startswith("ref_") else c]
+                     for c in TARGET_COLUMNS[1:])
+N_TYPES, N_PLACES, N_VIEWS = len(TYPES), len(LOCATION_WORDS), len(VIEWS)
 N_CHANGE = len(CHANGE_KINDS)
 # each change kind as the pair read backwards (reference as main) states it: added and missing
 # trade places, unchanged and level stay (swapped training pairs, swap averaging)
@@ -61,6 +72,14 @@ class FindingLogits:
     pair_ref_presence: torch.Tensor | None = None   # (P, F)
     pair_main_level: torch.Tensor | None = None     # (P, F, L)
     pair_ref_level: torch.Tensor | None = None      # (P, F, L)
+    # each image's attributes (attribute_heads), else None: what the view, type and location
+    # questions ask
+    main_type: torch.Tensor | None = None       # (P, F, T)
+    ref_type: torch.Tensor | None = None        # (P, F, T)
+    main_location: torch.Tensor | None = None   # (P, F, W) one logit per location word
+    ref_location: torch.Tensor | None = None    # (P, F, W)
+    main_view: torch.Tensor | None = None       # (P, V)
+    ref_view: torch.Tensor | None = None        # (P, V)
 
     def change_probs(self) -> torch.Tensor:
         return self.change.float().softmax(dim=-1)
@@ -92,7 +111,8 @@ def implied_change_logprobs(main_presence: torch.Tensor, ref_presence: torch.Ten
 
 class FindingHeads(nn.Module):
     def __init__(self, image_channels: int, residual_channels: int, n_embd: int, hidden: int = 256,
-                 name_ids: list[list[int]] | None = None, pair_states: bool = False):
+                 name_ids: list[list[int]] | None = None, pair_states: bool = False,
+                 attributes: bool = False):
         """name_ids: each finding's name as decoder token ids (from the tokenizer). With them a
         finding token also carries the decoder's own embedding of the name (mean over its
         tokens): attention that picks the token retrieves the word, and the tied LM head maps it
@@ -103,6 +123,14 @@ class FindingHeads(nn.Module):
         self.change = nn.Sequential(
             nn.Linear(3 * image_channels + residual_channels, hidden), nn.GELU(),
             nn.Linear(hidden, N_FINDINGS * N_CHANGE))
+        # attributes: per image its view, per finding its type and place words (linear, as
+        # presence and level: all of it must be in E_I's pooled feature)
+        self.attributes = None
+        if attributes:
+            self.attributes = nn.ModuleDict({
+                "kind": nn.Linear(image_channels, N_FINDINGS * N_TYPES),  # ModuleDict reserves "type"
+                "location": nn.Linear(image_channels, N_FINDINGS * N_PLACES),
+                "view": nn.Linear(image_channels, N_VIEWS)})
         self.pair_states = None
         if pair_states:
             if not residual_channels:
@@ -125,6 +153,11 @@ class FindingHeads(nn.Module):
             main_level=self.level(main).view(P, N_FINDINGS, N_LEVELS),
             ref_level=self.level(ref).view(P, N_FINDINGS, N_LEVELS),
             change=self.change(torch.cat(parts, dim=1)).view(P, N_FINDINGS, N_CHANGE))
+        if self.attributes is not None:
+            a = self.attributes
+            out.main_type, out.ref_type = (a["kind"](x).view(P, N_FINDINGS, N_TYPES) for x in (main, ref))
+            out.main_location, out.ref_location = (a["location"](x).view(P, N_FINDINGS, N_PLACES) for x in (main, ref))
+            out.main_view, out.ref_view = a["view"](main), a["view"](ref)
         if self.pair_states is not None:
             s = self.pair_states(residual).view(P, 2, N_FINDINGS, 1 + N_LEVELS)
             out.pair_main_presence, out.pair_ref_presence = s[:, 0, :, 0], s[:, 1, :, 0]
@@ -197,22 +230,31 @@ def predicted_changes(logits: FindingLogits, pair: int, fits=None):
     return build(atoms)
 
 
-SINGLE_IMAGE_TYPES = ("presence", "abnormality", "level")  # the single-image types the heads answer
 MAX_LISTED = 6  # an abnormality list names at most this many findings (its answer pattern's bound)
+MAX_PLACE_WORDS = 4  # a location names at most this many words (its answer pattern's bound)
+# place words in the order answers put them: side, then height, then structure ("left lower lung")
+_PLACE_ORDER = {w: r for r, group in enumerate((
+    ("left", "right", "bilateral", "bibasilar"),
+    ("mid to lower", "upper", "middle", "mid", "lower", "apical", "apicolateral", "basilar", "basal",
+     "retrocardiac", "pericardial"),
+    ("lung", "pleural", "base", "rib"))) for w in group}
 
 
 def single_image_answer(logits: FindingLogits, pair: int, question: str, qtype: str) -> str | None:
-    """What E_I's heads say about the main image, worded as the answer of a presence ("yes" /
-    "no"), abnormality (the findings above 0.5, most likely first, or "yes" / "no" for "is there
-    evidence of any abnormalities") or level question (the named finding's most likely level).
-    None for the types no head knows (view, location, type) and for a question naming no
-    finding. A location-scoped abnormality question gets the whole image's list: no head knows
-    where a finding is."""
+    """What the heads say about the main image, worded as the answer to a single-image question:
+    - presence: "yes" / "no" (the named finding's probability against 0.5);
+    - abnormality: the findings above 0.5, most likely first ("yes" / "no" for "is there evidence
+      of any abnormalities"); a location-scoped one gets the whole image's list (no head ties a
+      finding to a place in the list);
+    - level, type: the named finding's most likely level or type;
+    - location: the named finding's place words above 0.5 (at least the likeliest) + " area", or
+      the likelier of "left side" / "right side";
+    - view: "{view} view", or "yes" / "no" for "is this PA view?".
+    None where no head answers (attribute_heads off for view, type, location) and for a question
+    naming no known finding."""
     from assets.diffvqa.vocabulary import FINDINGS, LEVELS
     from assets.finding_states import named_finding
 
-    if qtype not in SINGLE_IMAGE_TYPES:
-        return None
     probs = logits.main_presence[pair].detach().float().sigmoid()
     if qtype == "abnormality":
         present = [i for i in probs.argsort(descending=True).tolist() if probs[i] > 0.5]
@@ -220,13 +262,32 @@ def single_image_answer(logits: FindingLogits, pair: int, question: str, qtype: 
             return "yes" if present else "no"
         # the question presumes a finding: name the most likely one when none passes 0.5
         return ", ".join(FINDINGS[i] for i in (present or [int(probs.argmax())])[:MAX_LISTED])
+    if qtype == "view":
+        if logits.main_view is None:
+            return None
+        view = VIEWS[int(logits.main_view[pair].argmax())]
+        asked = next((v for v in sorted(VIEWS, key=len, reverse=True) if f"is this {v.lower()} view" in question.lower()), None)
+        return f"{view} view" if asked is None else ("yes" if asked == view else "no")
+    if qtype not in ("presence", "level", "type", "location"):
+        return None
     name = named_finding(question)
     if name is None:
         return None
     f = FINDINGS.index(name)
     if qtype == "presence":
         return "yes" if probs[f] > 0.5 else "no"
-    return LEVELS[int(logits.main_level[pair, f].argmax())]
+    if qtype == "level":
+        return LEVELS[int(logits.main_level[pair, f].argmax())]
+    if logits.main_type is None:
+        return None
+    if qtype == "type":
+        return TYPES[int(logits.main_type[pair, f].argmax())]
+    place = logits.main_location[pair, f].detach().float().sigmoid()
+    if "left side or right side" in question:
+        return "left side" if place[LOCATION_WORDS.index("left")] >= place[LOCATION_WORDS.index("right")] else "right side"
+    order = [i for i in place.argsort(descending=True).tolist() if LOCATION_WORDS[i] != "area"]
+    words = [LOCATION_WORDS[i] for i in order if place[i] > 0.5][:MAX_PLACE_WORDS] or [LOCATION_WORDS[order[0]]]
+    return " ".join(sorted(words, key=lambda w: _PLACE_ORDER.get(w, 1))) + " area"
 
 
 def _masked_mean(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -243,14 +304,35 @@ def state_loss(presence: torch.Tensor, level: torch.Tensor, presence_t: torch.Te
     return _masked_mean(bce, (presence_t >= 0).float()) + _masked_mean(ce, (level_t >= 0).float())
 
 
+def attribute_loss(type_: torch.Tensor, location: torch.Tensor, view: torch.Tensor, type_t: torch.Tensor,
+                   location_t: torch.Tensor, view_t: torch.Tensor) -> torch.Tensor:
+    """One image's attributes: masked CE on each finding's type (N, F, T), masked BCE on each
+    location word of a finding whose place is known (N, F, W; the target a bit mask), CE on the
+    view (N, V; target (N,), -1 unknown)."""
+    ce_type = F.cross_entropy(type_.float().transpose(1, 2), type_t.clamp(min=0), reduction="none")
+    bits = (location_t.clamp(min=0)[..., None] >> torch.arange(N_PLACES, device=location_t.device)) & 1
+    bce = F.binary_cross_entropy_with_logits(location.float(), bits.float(), reduction="none")
+    ce_view = F.cross_entropy(view.float(), view_t.clamp(min=0), reduction="none")
+    return (_masked_mean(ce_type, (type_t >= 0).float())
+            + _masked_mean(bce, (location_t >= 0).float()[..., None].expand_as(bce))
+            + _masked_mean(ce_view, (view_t >= 0).float()))
+
+
 def finding_loss(logits: FindingLogits, targets: torch.Tensor, change_weight: float) -> torch.Tensor:
-    """targets (P, 5, F) long, -1 = unknown (rows in the order MAIN_PRESENCE .. CHANGE)."""
+    """targets (P, rows, F) long, -1 = unknown (rows in TARGET_COLUMNS order: MAIN_PRESENCE ..)."""
     loss = (state_loss(logits.main_presence, logits.main_level, targets[:, MAIN_PRESENCE], targets[:, MAIN_LEVEL])
             + state_loss(logits.ref_presence, logits.ref_level, targets[:, REF_PRESENCE], targets[:, REF_LEVEL]))
     if logits.pair_main_presence is not None:
         loss = loss + (
             state_loss(logits.pair_main_presence, logits.pair_main_level, targets[:, MAIN_PRESENCE], targets[:, MAIN_LEVEL])
             + state_loss(logits.pair_ref_presence, logits.pair_ref_level, targets[:, REF_PRESENCE], targets[:, REF_LEVEL]))
+    if logits.main_type is not None:
+        for side in ("main", "ref"):
+            t_type, t_loc, t_view = ((MAIN_TYPE, MAIN_LOCATION, MAIN_VIEW) if side == "main"
+                                     else (REF_TYPE, REF_LOCATION, REF_VIEW))
+            loss = loss + attribute_loss(getattr(logits, f"{side}_type"), getattr(logits, f"{side}_location"),
+                                         getattr(logits, f"{side}_view"), targets[:, t_type],
+                                         targets[:, t_loc], targets[:, t_view, 0])
     t = targets[:, CHANGE]
     weight = torch.full((N_CHANGE,), float(change_weight), device=t.device)
     weight[0] = 1.0

@@ -92,7 +92,8 @@ class ReAl(nn.Module):
         if cfg.finding_heads:
             res_ch = self.residual_encoder.out_channels if cfg.use_residual else 0
             self.finding_heads = FindingHeads(self.image_encoder.out_channels, res_ch, cfg.n_embd,
-                                              name_ids=finding_name_ids, pair_states=cfg.pair_states)
+                                              name_ids=finding_name_ids, pair_states=cfg.pair_states,
+                                              attributes=cfg.attribute_heads)
         # the answer vocabulary as decoder token ids (AMiF's text side and knowledge bank); rebuilt
         # from the tokenizer saved with every checkpoint, so not stored in the weights
         words = (finding_name_ids or []) + (level_name_ids or [])

@@ -34,10 +34,10 @@ def grammar_processor(tokenizer, question_types: list[str], num_beams: int = 1,
 def head_patterns(model, feats, pair_index, questions: list[str], types: list[str], tokenizer=None,
                   max_new_tokens: int | None = None) -> list | None:
     """With `decode_with_heads`: each difference question may state exactly the change set the
-    model's finding heads predict for its pair (the decoder orders and words it); a presence,
-    abnormality or level question exactly the heads' answer about the main image
-    (finding_heads.single_image_answer); view, location and type questions keep their grammar.
-    None when the model decodes in the plain grammar."""
+    model's finding heads predict for its pair (the decoder orders and words it); a single-image
+    question exactly the heads' answer about the main image (finding_heads.single_image_answer:
+    presence, abnormality, level, and with attribute_heads view, type and location); a question
+    no head answers keeps its type's grammar. None when the model decodes in the plain grammar."""
     import regex
 
     from assets.diffvqa.answer_patterns import answer_pattern, change_set_pattern

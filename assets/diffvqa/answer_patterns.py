@@ -13,7 +13,7 @@ import functools
 
 import regex
 
-from assets.diffvqa.vocabulary import FINDINGS, LEVELS, LOCATION_WORDS, QUESTION_TYPES, TYPES
+from assets.diffvqa.vocabulary import FINDINGS, LEVELS, LOCATION_WORDS, QUESTION_TYPES, TYPES, VIEWS
 
 
 def _alt(words) -> str:
@@ -39,7 +39,7 @@ ANSWER_PATTERNS: dict[str, str] = {
     "difference": rf"nothing has changed\.|(?=t){_CHANGES}",
     "abnormality": rf"{_YES_NO}|{_F}(?:, {_F}){{0,5}}",
     "presence": _YES_NO,
-    "view": rf"{_YES_NO}|(?:PA|AP|LL|LATERAL|AP AXIAL|PA LLD|AP LLD|AP RLD) view",
+    "view": rf"{_YES_NO}|{_alt(VIEWS)} view",
     "location": rf"(?:left|right) side|{_alt(LOCATION_WORDS)}(?: {_alt(LOCATION_WORDS)}){{0,3}} area",
     "type": _alt(TYPES),
     "level": _L,

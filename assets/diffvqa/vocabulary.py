@@ -36,6 +36,9 @@ LOCATION_WORDS: tuple[str, ...] = (
     "lower", "middle", "mid", "rib",
 )
 
+# View positions a view answer names ("{view} view"); the main images are frontal (AP or PA).
+VIEWS: tuple[str, ...] = ("PA", "AP", "LL", "LATERAL", "AP AXIAL", "PA LLD", "AP LLD", "AP RLD")
+
 QUESTION_TYPES: tuple[str, ...] = (
     "abnormality", "presence", "view", "location", "type", "level", "difference",
 )

@@ -86,3 +86,25 @@ def test_targets_agree_with_the_generator_truth(embedded_smoke):
                 if r[f"{side}_level"][i] >= 0:
                     assert LEVELS[r[f"{side}_level"][i]] == findings[f]
     assert checked > 0 and coverage(t)["change"] > 0.9
+
+
+def test_type_place_and_view_targets():
+    from assets.diffvqa.vocabulary import LOCATION_WORDS, TYPES, VIEWS
+    from assets.finding_states import location_mask
+
+    bit = lambda *ws: sum(1 << LOCATION_WORDS.index(w) for w in ws)
+    assert location_mask("left lower lung area") == bit("left", "lower", "lung")
+    assert location_mask("left lower lung area and right lower lung area") == bit("left", "right", "lower", "lung")
+    assert location_mask("mid to lower lung area") == bit("mid to lower", "lung")
+    assert location_mask("right side") is None and location_mask("purple area") is None
+    df = rows(
+        ("a", 2, 1, "type", "what type is the edema?", "interstitial"),
+        ("a", 2, 1, "location", "where is the edema?", "bilateral area"),
+        ("a", 2, 1, "location", "is the pleural effusion located on the left side or right side?", "left side"),
+    ).with_columns(pl.lit("AP").alias("main_view"), pl.lit("PA").alias("ref_view"))
+    t = by_pair(finding_targets(df))["a"]
+    assert t["main_type"][EDEMA] == TYPES.index("interstitial") and t["main_location"][EDEMA] == bit("bilateral")
+    assert t["main_presence"][EFF] == 1 and t["main_location"][EFF] == -1  # a side is not a whole place
+    assert t["ref_type"][EDEMA] == -1  # the reference was not asked
+    assert (t["main_view"], t["ref_view"]) == (VIEWS.index("AP"), VIEWS.index("PA"))
+    assert coverage(finding_targets(df))["main_view"] == 1.0

@@ -14,7 +14,8 @@ def test_variants_are_valid_model_configs_and_differ_only_in_flags():
     assert {cfgs[n].residual_kind for n in ("+residual+RFA", "+registered residual+RFA")} == {
         "naive", "registered"}
     flags = {"use_residual", "use_rfa", "residual_kind", "residual_input", "finding_heads", "finding_tokens",
-             "pair_states", "decode_with_heads", "swap_average", "amif_align", "gated_fusion"}
+             "pair_states", "decode_with_heads", "swap_average", "amif_align", "gated_fusion",
+             "attribute_heads"}
     assert all(set(v) <= flags for v in VARIANTS.values())
     # the paper's variants are the paper's model; the project's additions are separate rows
     assert not any(cfgs[n].finding_heads for n in ("baseline", "+residual", "+residual+RFA"))

@@ -187,3 +187,28 @@ def test_decoder_states_the_heads_single_image_answer():
         texts = [tok.decode(o, skip_special_tokens=True, clean_up_tokenization_spaces=False) for o in out]
     assert texts[:3] == ["yes", "no", "moderate"]
     assert is_answer(texts[3], "view")
+
+
+def test_attribute_heads_answer_view_type_and_location():
+    from assets.diffvqa.vocabulary import FINDINGS, LOCATION_WORDS, TYPES, VIEWS
+    from models.finding_heads import single_image_answer
+
+    lg = _logits_with({"edema": 0.9}, {})
+    P, Fn = 1, len(FINDINGS)
+    lg.main_view = torch.zeros(P, len(VIEWS))
+    lg.main_view[0, VIEWS.index("AP")] = 3.0
+    lg.main_type = torch.zeros(P, Fn, len(TYPES))
+    lg.main_type[0, FINDINGS.index("edema"), TYPES.index("interstitial")] = 3.0
+    lg.main_location = torch.full((P, Fn, len(LOCATION_WORDS)), -3.0)
+    for w in ("lower", "left", "lung"):
+        lg.main_location[0, FINDINGS.index("edema"), LOCATION_WORDS.index(w)] = 2.0
+    ask = lambda q, t: single_image_answer(lg, 0, q, t)
+    assert ask("which view is this image taken?", "view") == "AP view"
+    assert ask("is this AP view?", "view") == "yes" and ask("is this PA view?", "view") == "no"
+    assert ask("what type is the edema?", "type") == "interstitial"
+    # place words in the order answers put them: side, height, structure
+    assert ask("where is the edema?", "location") == "left lower lung area"
+    assert ask("where in the image is the edema located?", "location") == "left lower lung area"
+    assert ask("is the edema located on the left side or right side?", "location") == "left side"
+    # a finding with no word above 0.5 still gets its likeliest place
+    assert ask("where is the hernia?", "location").endswith(" area")

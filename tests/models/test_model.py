@@ -231,7 +231,9 @@ def _finding_batch(P=2):
     y = torch.rand(P, 1, 32, 32, generator=g)
     q = torch.randint(3, 20, (P, 4), generator=g)
     a = torch.randint(3, 20, (P, 5), generator=g)
-    t = torch.randint(-1, 2, (P, 5, 30), generator=g)
+    from assets.finding_states import TARGET_COLUMNS
+
+    t = torch.randint(-1, 2, (P, len(TARGET_COLUMNS) - 1, 30), generator=g)
     return x, y, q, a, t
 
 
@@ -251,6 +253,34 @@ def test_finding_loss_is_zero_when_off_and_trains_the_encoder_when_on():
     assert on.cfg.n_prefix == off.cfg.n_prefix + 30
 
 
+def test_attribute_heads_learn_view_type_and_place_and_are_absent_when_off():
+    """attribute_heads: per image a view, per finding a type and place words, each trained by its
+    own known targets only; off, the heads and their loss do not exist."""
+    from models.finding_heads import MAIN_LOCATION, MAIN_TYPE, MAIN_VIEW, REF_LOCATION, REF_TYPE, REF_VIEW
+    from models.finding_heads import finding_loss
+
+    x, y, q, a, t = _finding_batch()
+    off = _finding_model(finding_heads=True)
+    assert off.finding_heads.attributes is None
+    on = _finding_model(finding_heads=True, attribute_heads=True)
+    logits = on.encode_pairs(x, y, x - y).findings
+    assert logits.main_view.shape == (2, 8) and logits.main_type.shape == (2, 30, 15)
+    assert logits.main_location.shape == (2, 30, 20)
+    unknown = t.clone()
+    for row in (MAIN_TYPE, REF_TYPE, MAIN_LOCATION, REF_LOCATION, MAIN_VIEW, REF_VIEW):
+        unknown[:, row] = -1
+    known = unknown.clone()
+    known[:, MAIN_VIEW], known[:, MAIN_TYPE, 4], known[:, MAIN_LOCATION, 4] = 1, 2, 0b110
+    base = finding_loss(logits, unknown, 4.0)
+    more = finding_loss(logits, known, 4.0)
+    assert float((more - base).detach()) > 0  # only the known attribute targets add to L_find
+    on.zero_grad()
+    (more - base).backward()
+    assert on.finding_heads.attributes["view"].weight.grad.abs().sum() > 0
+    assert on.finding_heads.presence.weight.grad is None or on.finding_heads.presence.weight.grad.abs().sum() == 0
+    assert on.image_encoder.backbone.body[0].weight.grad.abs().sum() > 0  # and they train E_I
+
+
 def test_swap_reads_the_pair_backwards():
     from assets.diffvqa.grammar import parse_answer
     from models.data import QA, swap_answer, swap_targets, swapped_qas
@@ -263,10 +293,16 @@ def test_swap_reads_the_pair_backwards():
     qas = (QA("what level is the edema?", "mild", "level"),
            QA("what has changed compared to the reference image?", ans, "difference"))
     assert [qa.question_type for qa in swapped_qas(qas)] == ["difference"]
-    t = torch.tensor([[1] * 30, [0] * 30, [0] * 30, [-1] * 30, [1, 2, 3, 0, -1] + [0] * 25])
+    from models.finding_heads import MAIN_LOCATION, MAIN_VIEW, REF_LOCATION, REF_TYPE, REF_VIEW
+
+    t = torch.tensor([[1] * 30, [0] * 30, [0] * 30, [-1] * 30, [1, 2, 3, 0, -1] + [0] * 25]
+                     + [[k] * 30 for k in range(5, 11)])
     s = swap_targets(t)
     assert s[0].tolist() == [0] * 30 and s[2].tolist() == [1] * 30
     assert s[4, :5].tolist() == [2, 1, 3, 0, -1]
+    # type, location and view rows trade places too (main_type is row 5, ref_type row 6, ...)
+    assert s[REF_TYPE].tolist() == t[REF_TYPE - 1].tolist() and torch.equal(s[MAIN_LOCATION], t[REF_LOCATION])
+    assert torch.equal(s[MAIN_VIEW], t[REF_VIEW]) and torch.equal(s[REF_VIEW], t[MAIN_VIEW])
     assert torch.equal(swap_targets(s), t)
 
 
