@@ -14,15 +14,25 @@ from pipelines.commands.common import params_for, user_errors
 
 
 def headline(report: dict, out: Path) -> str:
-    """Three lines of what a person looks at first; the whole report is in `out`."""
+    """Three lines of what a person looks at first (a fourth with the other question types' scores);
+    the whole report is in `out`."""
+    from models.metrics import TYPE_METRIC
+
     ci = report.get("ci95", {}).get("change_f1")
     ci_text = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-    return (f"wrote {out}: {report['n']} answers\n"
+    others = {t: r for t, r in sorted(report.get("per_type", {}).items()) if t != "difference"}
+    per_type = ("\nother types: " + ", ".join(f"{t} {TYPE_METRIC[t].replace('_', '-')} {r[TYPE_METRIC[t]]:.3f}"
+                                             for t, r in others.items() if TYPE_METRIC.get(t) in r)
+                if others else "")
+    n = (f"{report['n_all_types']} answers, {report['n']} of them difference" if "n_all_types" in report
+         else f"{report['n']} answers")
+    return (f"wrote {out}: {n}\n"
             f"change-F1 {report['change_f1']:.3f}{ci_text}, precision {report['change_precision']:.3f}, "
             f"recall {report['change_recall']:.3f} (added {report.get('change_recall_added', 0):.2f} / "
             f"missing {report.get('change_recall_missing', 0):.2f} / level {report.get('change_recall_level', 0):.2f})\n"
             f"exact match {report['exact_match']:.3f}, CIDEr {report.get('CIDEr', float('nan')):.2f}, "
-            f"BLEU-4 {report.get('BLEU-4', float('nan')):.3f}, parse rate {report.get('prediction_parse_rate', float('nan')):.3f}")
+            f"BLEU-4 {report.get('BLEU-4', float('nan')):.3f}, parse rate {report.get('prediction_parse_rate', float('nan')):.3f}"
+            + per_type)
 
 
 def register(app: typer.Typer) -> None:

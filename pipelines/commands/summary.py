@@ -72,7 +72,7 @@ def _evaluate(params: dict, d: dict, q: str):
     if not e or "change_f1" not in e:
         return None
     ci = e.get("ci95", {}).get("change_f1")
-    return (f"{int(e.get('n', 0)):,} test answers",
+    return (f"{int(e.get('n_all_types', e.get('n', 0))):,} test answers",
             f"change-F1 {e['change_f1']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
             + f", parse rate {e.get('prediction_parse_rate', float('nan')):.3f}")
 

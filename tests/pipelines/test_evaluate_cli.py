@@ -122,6 +122,22 @@ def test_summary_prints_the_headline_and_writes_the_whole_report(tmp_path, param
     assert len(lines) == 3 and f"change-F1 {report['change_f1']:.3f}" in lines[1]
 
 
+def test_summary_adds_the_other_question_types_and_counts_only_difference_in_the_headline(tmp_path, params_env):
+    rows = [{"question": DIFFERENCE_QUESTION, "answer": a, "prediction": p, "question_type": "difference"}
+            for a, p in zip(ANSWERS[:5], PREDICTIONS[:5])]
+    rows += [{"question": "is there edema?", "answer": "yes", "prediction": "yes", "question_type": "presence"},
+             {"question": "is there edema?", "answer": "no", "prediction": "yes", "question_type": "presence"}]
+    out = tmp_path / "metrics.json"
+    result = CliRunner().invoke(app, ["evaluate", "--predictions", str(write_jsonl(tmp_path / "p.jsonl", rows)),
+                                      "--bootstrap", "20", "--out", str(out), "--summary"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert "7 answers, 5 of them difference" in lines[0]
+    assert lines[3] == "other types: presence accuracy 0.500"
+    report = json.loads(out.read_text())
+    assert report["n"] == 5 and report["per_type"]["presence"]["n"] == 2
+
+
 @pytest.mark.slow  # Java METEOR: kept out of the fast lane
 def test_the_pipeline_evaluation_reuses_trainings_report_only_for_the_same_file(tmp_path, monkeypatch):
     """Without --predictions: train.output_dir's predictions into evaluate.metrics_file. Training's
