@@ -62,6 +62,10 @@ class _Cells:
     def __init__(self):
         self.parent: dict = {}
         self.values: dict = defaultdict(_empty_values)
+        # type and place as each study's own question says them: the difference answer ties the
+        # cells of an unchanged finding by presence and level only, so what travels along the
+        # timeline is a fallback, and a study's own answer wins over it (and over a conflict)
+        self.own: dict = defaultdict(lambda: {"type": set(), "location": set()})
 
     def find(self, x):
         self.parent.setdefault(x, x)
@@ -86,14 +90,20 @@ class _Cells:
         for k, value in (("presence", presence), ("level", level), ("type", type_), ("location", location)):
             if value is not None:
                 v[k].add(value)
+                if k in ("type", "location"):
+                    self.own[cell][k].add(value)
 
     def get(self, cell) -> tuple[int, int, int, int]:
         """(presence, level, type, location) codes; all but presence only for a present finding."""
         v = self.values.get(self.find(cell)) or _empty_values()
+        own = self.own.get(cell, {})
+
+        def one(k):
+            seen = own.get(k) or v[k]
+            return next(iter(seen)) if len(seen) == 1 and presence == 1 else -1
+
         presence = next(iter(v["presence"])) if len(v["presence"]) == 1 else -1
-        rest = [next(iter(v[k])) if len(v[k]) == 1 and presence == 1 else -1
-                for k in ("level", "type", "location")]
-        return presence, *rest
+        return presence, one("level"), one("type"), one("location")
 
 
 def _empty_values() -> dict[str, set]:
@@ -151,8 +161,12 @@ def _observe_single(cells: _Cells, study, qtype: str, question: str, answer: str
     if qtype == "abnormality":
         if question.startswith("what abnormalities"):
             listed = {a.strip() for a in answer.split(",")}
+            # "... in this image?" lists every finding of the study; "... in the {place}?" names
+            # one finding there, which says nothing about the others
+            whole = question.endswith(" in this image?")
             for f in FINDINGS:
-                cells.see((study, f), presence=int(f in listed))
+                if whole or f in listed:
+                    cells.see((study, f), presence=int(f in listed))
         elif answer == "no":
             for f in FINDINGS:
                 cells.see((study, f), presence=0)

@@ -19,7 +19,8 @@ _PAPER = {"finding_heads": False, "finding_tokens": False, "pair_states": False,
           "attribute_heads": False,
           "swap_average": False, **_OTHERS}
 _HEADS = {"use_residual": True, "use_rfa": True, "residual_kind": "registered",
-          "finding_heads": True, "finding_tokens": True, "pair_states": False, **_OTHERS}
+          "finding_heads": True, "finding_tokens": True, "pair_states": False, "attribute_heads": True,
+          **_OTHERS}
 VARIANTS: dict[str, dict] = {
     "baseline": {"use_residual": False, "use_rfa": False, **_PAPER},
     "+residual": {"use_residual": True, "use_rfa": False, "residual_kind": "naive", **_PAPER},

@@ -242,52 +242,80 @@ _PLACE_ORDER = {w: r for r, group in enumerate((
 
 def single_image_answer(logits: FindingLogits, pair: int, question: str, qtype: str) -> str | None:
     """What the heads say about the main image, worded as the answer to a single-image question:
-    - presence: "yes" / "no" (the named finding's probability against 0.5);
+    - presence: "yes" / "no" (the named finding's probability against 0.5; a question naming a
+      place, "is there X in the left lung?", also needs the place words above 0.5 — the dataset
+      asks it of findings present elsewhere too);
     - abnormality: the findings above 0.5, most likely first ("yes" / "no" for "is there evidence
-      of any abnormalities"); a location-scoped one gets the whole image's list (no head ties a
-      finding to a place in the list);
+      of any abnormalities"); "... in the {place}?" is answered with one finding, the likeliest
+      there;
     - level, type: the named finding's most likely level or type;
     - location: the named finding's place words above 0.5 (at least the likeliest) + " area", or
       the likelier of "left side" / "right side";
     - view: "{view} view", or "yes" / "no" for "is this PA view?".
-    None where no head answers (attribute_heads off for view, type, location) and for a question
-    naming no known finding."""
+    Place words and views need attribute_heads (without them a place is ignored, and view, type
+    and location questions get None); None too for a question naming no known finding."""
     from assets.diffvqa.vocabulary import FINDINGS, LEVELS
     from assets.finding_states import named_finding
 
+    q = question.strip().lower()
     probs = logits.main_presence[pair].detach().float().sigmoid()
+    places = (logits.main_location[pair].detach().float().sigmoid()
+              if logits.main_location is not None else None)  # (F, W)
+
+    def at(f: int, mask: int) -> float:
+        """How likely finding f sits at every place word of mask (the least likely word)."""
+        return min(float(places[f, i]) for i in range(N_PLACES) if mask >> i & 1)
+
     if qtype == "abnormality":
         present = [i for i in probs.argsort(descending=True).tolist() if probs[i] > 0.5]
-        if question.strip().lower().startswith("is there"):
+        if q.startswith("is there"):
             return "yes" if present else "no"
+        mask = _asked_places(q, "what abnormalities are seen in the ")
+        if mask and places is not None:
+            return FINDINGS[max(range(len(FINDINGS)), key=lambda f: float(probs[f]) * at(f, mask))]
+        if mask:
+            return FINDINGS[int(probs.argmax())]
         # the question presumes a finding: name the most likely one when none passes 0.5
         return ", ".join(FINDINGS[i] for i in (present or [int(probs.argmax())])[:MAX_LISTED])
     if qtype == "view":
         if logits.main_view is None:
             return None
         view = VIEWS[int(logits.main_view[pair].argmax())]
-        asked = next((v for v in sorted(VIEWS, key=len, reverse=True) if f"is this {v.lower()} view" in question.lower()), None)
+        asked = next((v for v in sorted(VIEWS, key=len, reverse=True) if f"is this {v.lower()} view" in q), None)
         return f"{view} view" if asked is None else ("yes" if asked == view else "no")
     if qtype not in ("presence", "level", "type", "location"):
         return None
-    name = named_finding(question)
+    name = named_finding(q)
     if name is None:
         return None
     f = FINDINGS.index(name)
     if qtype == "presence":
-        return "yes" if probs[f] > 0.5 else "no"
+        mask = _asked_places(q, name)
+        here = mask is None or places is None or at(f, mask) > 0.5
+        return "yes" if probs[f] > 0.5 and here else "no"
     if qtype == "level":
         return LEVELS[int(logits.main_level[pair, f].argmax())]
     if logits.main_type is None:
         return None
     if qtype == "type":
         return TYPES[int(logits.main_type[pair, f].argmax())]
-    place = logits.main_location[pair, f].detach().float().sigmoid()
-    if "left side or right side" in question:
-        return "left side" if place[LOCATION_WORDS.index("left")] >= place[LOCATION_WORDS.index("right")] else "right side"
-    order = [i for i in place.argsort(descending=True).tolist() if LOCATION_WORDS[i] != "area"]
-    words = [LOCATION_WORDS[i] for i in order if place[i] > 0.5][:MAX_PLACE_WORDS] or [LOCATION_WORDS[order[0]]]
+    if "left side or right side" in q:
+        return "left side" if places[f, LOCATION_WORDS.index("left")] >= places[f, LOCATION_WORDS.index("right")] else "right side"
+    order = [i for i in places[f].argsort(descending=True).tolist() if LOCATION_WORDS[i] != "area"]
+    words = [LOCATION_WORDS[i] for i in order if places[f, i] > 0.5][:MAX_PLACE_WORDS] or [LOCATION_WORDS[order[0]]]
     return " ".join(sorted(words, key=lambda w: _PLACE_ORDER.get(w, 1))) + " area"
+
+
+def _asked_places(q: str, after: str) -> int | None:
+    """The place words a question names after `after` ("is there edema in the left lung?" after
+    "edema": left, lung) as a LOCATION_WORDS bit mask, or None when it names none."""
+    from assets.finding_states import location_mask
+
+    tail = q.split(after, 1)[1] if after in q else ""
+    tail = tail.rstrip("?").strip().removeprefix("in the ").removesuffix(" in this image").strip()
+    if not tail or tail == "in this image":
+        return None
+    return location_mask(tail.removeprefix("located ").strip())
 
 
 def _masked_mean(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:

@@ -310,7 +310,7 @@ def per_type_scores(predictions: list[str], answers: list[str], question_types: 
             cols = {k: np.array([c[j] for c in counts], dtype=float) for j, k in enumerate(("tp", "fp", "fn"))}
             stat = _items_from_sums
             row.update({k: float(v) for k, v in stat({k: v.sum() for k, v in cols.items()}).items()})
-        if n_boot > 0:
+        if n_boot > 0 and qt in TYPE_METRIC:  # a user's file may name types of its own
             metric = TYPE_METRIC[qt]
             ci = bootstrap_ci(cols, lambda sums: {metric: stat(sums)[metric]}, n_boot, seed)
             row["ci95"] = list(ci[metric])

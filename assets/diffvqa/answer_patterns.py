@@ -117,7 +117,7 @@ def change_set_pattern(changes, area_question: bool = False) -> regex.Pattern:
     return regex.compile(level_part + added + missing)
 
 
-_ALPHABET = "".join(sorted({c for w in (*FINDINGS, *LEVELS, *TYPES, *LOCATION_WORDS, "PA AP LL LATERAL view",
+_ALPHABET = "".join(sorted({c for w in (*FINDINGS, *LEVELS, *TYPES, *LOCATION_WORDS, *VIEWS, "view",
                                         "the main image has an additional findings of than reference is missing",
                                         "nothing changed level from to yes no left right side area")
                             for c in w} | set(" ,.-")))

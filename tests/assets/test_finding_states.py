@@ -108,3 +108,31 @@ def test_type_place_and_view_targets():
     assert t["ref_type"][EDEMA] == -1  # the reference was not asked
     assert (t["main_view"], t["ref_view"]) == (VIEWS.index("AP"), VIEWS.index("PA"))
     assert coverage(finding_targets(df))["main_view"] == 1.0
+
+
+def test_a_studys_own_type_and_place_win_over_what_its_timeline_says():
+    """Type and place travel along a timeline through an unchanged finding (the embedded
+    generator keeps them), but a study's own answer wins, also over a conflicting neighbour."""
+    from assets.diffvqa.vocabulary import LOCATION_WORDS, TYPES
+
+    bit = lambda *ws: sum(1 << LOCATION_WORDS.index(w) for w in ws)
+    diff = compose_answer(ChangeSet(added=("edema",)))  # effusion unchanged between 1 and 2, 2 and 3
+    t = by_pair(finding_targets(rows(
+        ("a", 2, 1, "difference", DIFFERENCE_QUESTION, diff),
+        ("b", 3, 2, "difference", DIFFERENCE_QUESTION, "nothing has changed."),
+        ("a", 2, 1, "location", "where is the pleural effusion?", "left lower lung area"),
+        ("b", 3, 2, "location", "where is the pleural effusion?", "bilateral area"),
+        ("b", 3, 2, "type", "what type is the pleural effusion?", "layering"),
+        ("a", 2, 1, "abnormality", "what abnormalities are seen in this image?", "pleural effusion, edema"),
+    )))
+    assert t["a"]["main_location"][EFF] == bit("left", "lower", "lung")  # study 2's own answer
+    assert t["b"]["main_location"][EFF] == bit("bilateral")              # study 3's own answer
+    assert t["a"]["ref_location"][EFF] == -1                             # study 1: two neighbours disagree
+    assert t["a"]["main_type"][EFF] == TYPES.index("layering") == t["a"]["ref_type"][EFF]  # travelled
+
+
+def test_a_place_scoped_abnormality_answer_names_one_finding_and_clears_no_other():
+    t = by_pair(finding_targets(rows(
+        ("a", 2, 1, "abnormality", "what abnormalities are seen in the left lower lung area?", "edema"),
+    )))["a"]
+    assert t["main_presence"][EDEMA] == 1 and t["main_presence"][EFF] == -1

@@ -212,3 +212,23 @@ def test_attribute_heads_answer_view_type_and_location():
     assert ask("is the edema located on the left side or right side?", "location") == "left side"
     # a finding with no word above 0.5 still gets its likeliest place
     assert ask("where is the hernia?", "location").endswith(" area")
+
+
+def test_a_place_in_the_question_needs_the_finding_there():
+    """The dataset asks "is there X in the {place}?" of findings present elsewhere too, and
+    "what abnormalities are seen in the {place}?" expects the one finding there."""
+    from assets.diffvqa.vocabulary import FINDINGS, LOCATION_WORDS
+    from models.finding_heads import single_image_answer
+
+    lg = _logits_with({"edema": 0.9, "pleural effusion": 0.95}, {})
+    lg.main_location = torch.full((1, len(FINDINGS), len(LOCATION_WORDS)), -3.0)
+    for name, words in (("edema", ("left", "lower", "lung")), ("pleural effusion", ("right", "pleural"))):
+        for w in words:
+            lg.main_location[0, FINDINGS.index(name), LOCATION_WORDS.index(w)] = 3.0
+    ask = lambda q, t: single_image_answer(lg, 0, q, t)
+    assert ask("is there edema in the left lower lung area?", "presence") == "yes"
+    assert ask("is there edema in the right lower lung area?", "presence") == "no"
+    assert ask("Is there edema?", "presence") == "yes"  # case does not matter
+    assert ask("what abnormalities are seen in the right pleural area?", "abnormality") == "pleural effusion"
+    assert ask("what abnormalities are seen in the left lung area?", "abnormality") == "edema"
+    assert ask("what abnormalities are seen in this image?", "abnormality") == "pleural effusion, edema"

@@ -232,3 +232,10 @@ def test_headline_scores_the_difference_questions_alone_when_types_mix():
         lo, hi = row["ci95"]
         assert 0.0 <= lo <= hi <= 1.0
     assert per["level"]["ci95"] == [1.0, 1.0]
+
+
+def test_a_question_type_of_a_users_own_is_scored_without_an_interval():
+    from models.metrics import per_type_scores
+
+    row = per_type_scores(["a", "b"], ["a", "c"], ["closed", "closed"], n_boot=20)["closed"]
+    assert row["n"] == 2 and "ci95" not in row
