@@ -79,21 +79,27 @@ def test_change_set_pattern_states_exactly_that_set_in_any_order():
     assert not area.fullmatch(compose_answer(cs))
 
 
-def test_heads_decide_the_change_set_the_decoder_may_state():
-    """decode_with_heads: whatever the (untrained) decoder prefers, a difference answer states
-    exactly the change set read off the change and level heads."""
-    import dataclasses
-
-    from models.finding_heads import predicted_changes
+def _heads_model():
+    """A tiny untrained model that decodes with its heads, and its tokenizer."""
     from models.vocabulary import finding_name_ids
-    from models.predict import head_patterns
 
     tok = train_tokenizer(TEXTS * 5, vocab_size=1000)
     cfg = ModelConfig(backbone="tiny", image_size=32, n_queries=2, n_embd=32, n_layer=1, n_head=2,
                       vocab_size=len(tok), max_question_len=32, max_answer_len=64, dropout=0.0,
                       finding_heads=True, finding_tokens=True, decode_with_heads=True)
     torch.manual_seed(1)
-    model = ReAl(cfg, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, finding_name_ids(tok)).eval()
+    return tok, ReAl(cfg, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, finding_name_ids(tok)).eval()
+
+
+def test_heads_decide_the_change_set_the_decoder_may_state():
+    """decode_with_heads: whatever the (untrained) decoder prefers, a difference answer states
+    exactly the change set read off the change and level heads."""
+    import dataclasses
+
+    from models.finding_heads import predicted_changes
+    from models.predict import head_patterns
+
+    tok, model = _heads_model()
     with torch.no_grad():
         # make the change head say: edema added, cardiomegaly's level changed, nothing else
         head = model.finding_heads.change[-1]
@@ -163,14 +169,8 @@ def test_decoder_states_the_heads_single_image_answer():
     """decode_with_heads: an untrained decoder answers a presence or level question exactly as the
     heads say, and a view question still in its grammar."""
     from models.predict import head_patterns
-    from models.vocabulary import finding_name_ids
 
-    tok = train_tokenizer(TEXTS * 5, vocab_size=1000)
-    cfg = ModelConfig(backbone="tiny", image_size=32, n_queries=2, n_embd=32, n_layer=1, n_head=2,
-                      vocab_size=len(tok), max_question_len=32, max_answer_len=64, dropout=0.0,
-                      finding_heads=True, finding_tokens=True, decode_with_heads=True)
-    torch.manual_seed(1)
-    model = ReAl(cfg, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, finding_name_ids(tok)).eval()
+    tok, model = _heads_model()
     with torch.no_grad():
         x = torch.rand(1, 1, 32, 32)
         feats = model.encode_pairs(x, x.flip(-1), x - x.flip(-1))
