@@ -39,6 +39,7 @@ def train(params: dict, run_name: str | None = None, tags: dict | None = None):
                             "(`dagster asset materialize` or `dvc repro residuals`)")
     if "model" not in params:
         raise UserError("params.yaml: no `model` section")
+    check_local_resources(t["num_workers"], t["use_gpu"], dict(t["resources_per_worker"]))
     model_cfg = {**params["model"], "pretrained_resnet": encoder_for_training(params)}
     name = run_name or t["run_name"] or new_run_name(params["profile"])
     # every loop setting params.yaml's train section names (the rest of it is Ray's and the run's)
@@ -65,3 +66,28 @@ def train(params: dict, run_name: str | None = None, tags: dict | None = None):
         score_kwargs=({"n_boot": params["evaluate"]["bootstrap"], "seed": params["evaluate"]["seed"]}
                       if "evaluate" in params else None),
     )
+
+
+def check_local_resources(num_workers: int, use_gpu: bool, per_worker: dict) -> None:
+    """A local Ray run that asks for more CPUs or GPUs than this machine has would wait for them
+    forever (Ray Train queues the worker group until the resources appear): refuse it in one line
+    before Ray starts. Not checked on a cluster (RAY_ADDRESS set, or Ray already running), where
+    an autoscaler may add the nodes."""
+    import ray
+    import torch
+
+    if os.environ.get("RAY_ADDRESS") or ray.is_initialized():
+        return
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    need_cpu = num_workers * float(per_worker.get("CPU", 1))
+    if need_cpu > cpus:
+        raise UserError(f"train.num_workers={num_workers} x resources_per_worker.CPU="
+                        f"{per_worker.get('CPU', 1)} needs {need_cpu:g} CPUs; this machine has {cpus} "
+                        "(lower them, or point RAY_ADDRESS at a cluster)")
+    if use_gpu:
+        gpus = torch.cuda.device_count()
+        need_gpu = num_workers * float(per_worker.get("GPU", 1))
+        if need_gpu > gpus:
+            raise UserError(f"train.use_gpu with train.num_workers={num_workers} needs {need_gpu:g} GPUs; "
+                            f"this machine has {gpus} (lower train.num_workers, set train.use_gpu: false, "
+                            "or point RAY_ADDRESS at a cluster)")

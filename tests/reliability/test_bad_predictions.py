@@ -135,3 +135,17 @@ def test_scoring_with_no_reference_word_names_the_reason(monkeypatch):
                         lambda self, caps: {k: [v[0]["caption"].strip(" .")] for k, v in caps.items()})
     with pytest.raises(ValueError, match="no reference answer has a word"):
         nlg_scores(["", "."], ["", " . "])
+
+
+def test_a_question_type_the_project_does_not_know_is_scored_not_refused(tmp_path, params_env):
+    """A user's own question type in the predictions: scored by its kind of answer in per_type,
+    without an interval (no headline metric is defined for it), and never a KeyError."""
+    rows = [{"answer": ANSWER, "prediction": ANSWER, "question_type": "difference"},
+            {"answer": "yes", "prediction": "no", "question_type": "closed"}]
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "m.json"
+    r = CliRunner().invoke(app, ["evaluate", "--predictions", str(preds), "--bootstrap", "20", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    per = json.loads(out.read_text())["per_type"]
+    assert per["closed"]["n"] == 1 and "ci95" not in per["closed"] and "ci95" in per["difference"]
