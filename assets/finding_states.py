@@ -45,6 +45,7 @@ _TYPE_INDEX = {t: i for i, t in enumerate(TYPES)}
 _VIEW_INDEX = {v: i for i, v in enumerate(VIEWS)}
 # "area" closes every place ("left lung area"); the others are the place words a location names
 PLACE_WORDS = tuple(w for w in LOCATION_WORDS if w != "area")
+_PLACES_LONGEST_FIRST = sorted(PLACE_WORDS, key=len, reverse=True)  # "mid to lower" before "mid"
 # one list of 30 codes per finding, then one code per image
 PER_FINDING_COLUMNS = ("main_presence", "main_level", "ref_presence", "ref_level", "change",
                        "main_type", "ref_type", "main_location", "ref_location")
@@ -120,9 +121,8 @@ def location_mask(answer: str) -> int | None:
     mask = 0
     for part in text.split(" and "):
         part = part.strip().removesuffix(" area").strip()
-        while part:  # longest word first: "mid to lower" before "mid"
-            word = next((w for w in sorted(PLACE_WORDS, key=len, reverse=True)
-                         if part == w or part.startswith(w + " ")), None)
+        while part:
+            word = next((w for w in _PLACES_LONGEST_FIRST if part == w or part.startswith(w + " ")), None)
             if word is None:
                 return None
             mask |= 1 << LOCATION_WORDS.index(word)

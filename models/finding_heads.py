@@ -355,12 +355,12 @@ def finding_loss(logits: FindingLogits, targets: torch.Tensor, change_weight: fl
             state_loss(logits.pair_main_presence, logits.pair_main_level, targets[:, MAIN_PRESENCE], targets[:, MAIN_LEVEL])
             + state_loss(logits.pair_ref_presence, logits.pair_ref_level, targets[:, REF_PRESENCE], targets[:, REF_LEVEL]))
     if logits.main_type is not None:
-        for side in ("main", "ref"):
-            t_type, t_loc, t_view = ((MAIN_TYPE, MAIN_LOCATION, MAIN_VIEW) if side == "main"
-                                     else (REF_TYPE, REF_LOCATION, REF_VIEW))
-            loss = loss + attribute_loss(getattr(logits, f"{side}_type"), getattr(logits, f"{side}_location"),
-                                         getattr(logits, f"{side}_view"), targets[:, t_type],
-                                         targets[:, t_loc], targets[:, t_view, 0])
+        # summed left to right, main then ref: the same float sums as one addition per side
+        loss = (loss
+                + attribute_loss(logits.main_type, logits.main_location, logits.main_view, targets[:, MAIN_TYPE],
+                                 targets[:, MAIN_LOCATION], targets[:, MAIN_VIEW, 0])
+                + attribute_loss(logits.ref_type, logits.ref_location, logits.ref_view, targets[:, REF_TYPE],
+                                 targets[:, REF_LOCATION], targets[:, REF_VIEW, 0]))
     t = targets[:, CHANGE]
     weight = torch.full((N_CHANGE,), float(change_weight), device=t.device)
     weight[0] = 1.0

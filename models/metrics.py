@@ -294,22 +294,20 @@ def per_type_scores(predictions: list[str], answers: list[str], question_types: 
         if qt in ANSWER_PATTERNS:  # in its own type's answer language (what constrained decoding keeps)
             pattern = answer_pattern(qt)
             row["parse_rate"] = float(np.mean([pattern.fullmatch(p) is not None for p in preds]))
+        # per-question columns and the statistic of their sums: the score, and its bootstrap
         if qt == "difference":
-            cols = _per_question(change_counts(preds, golds))
-            row.update({k: float(v) for k, v in _stats_from_sums({k: v.sum() for k, v in cols.items()}).items()})
-            stat = _stats_from_sums
+            cols, stat = _per_question(change_counts(preds, golds)), _stats_from_sums
         elif qt in CLOSED_TYPES:
             cols = {"correct": np.array([normalize_answer(p).strip() == normalize_answer(g).strip()
                                          for p, g in zip(preds, golds)], dtype=float),
                     "n": np.ones(len(idx))}
             stat = _accuracy_from_sums
-            row.update({k: float(v) for k, v in stat({k: v.sum() for k, v in cols.items()}).items()})
         else:
             counts = [(len(pi & gi), len(pi - gi), len(gi - pi))
                       for pi, gi in ((answer_items(p, qt), answer_items(g, qt)) for p, g in zip(preds, golds))]
             cols = {k: np.array([c[j] for c in counts], dtype=float) for j, k in enumerate(("tp", "fp", "fn"))}
             stat = _items_from_sums
-            row.update({k: float(v) for k, v in stat({k: v.sum() for k, v in cols.items()}).items()})
+        row.update({k: float(v) for k, v in stat({k: v.sum() for k, v in cols.items()}).items()})
         if n_boot > 0 and qt in TYPE_METRIC:  # a user's file may name types of its own
             metric = TYPE_METRIC[qt]
             ci = bootstrap_ci(cols, lambda sums: {metric: stat(sums)[metric]}, n_boot, seed)
