@@ -23,6 +23,7 @@ class Data(_Section):
     prepared_root: str
     residuals_root: str
     check_files: bool
+    links_may_leave_root: bool
 
 
 class Synth(_Section):

@@ -18,7 +18,7 @@ from assets import quarantine as q
 from assets.finding_states import finding_targets
 from assets.ingest import ingest_images, ingest_questions
 from assets.pairs import build_pairs, read_mimic_all
-from assets.params import ParamsError, UserError, typed
+from assets.params import ParamsError, UserError, resolve_path, typed
 from assets.registration import RegistrationConfig
 from assets.residuals import GroupResult, ResidualConfig, materialize_group, write_root_manifest
 from assets.storage import Storage
@@ -167,14 +167,25 @@ def residual_config(params: dict) -> ResidualConfig:
                           registration=RegistrationConfig(iters=tuple(iters)))
 
 
+def image_root(params: dict) -> str | None:
+    """The folder every image read must resolve inside: the MIMIC root, so a symlink planted
+    under files/ cannot make the pipeline read (and store in shards) a file from elsewhere.
+    None (anywhere) when data.links_may_leave_root allows it, e.g. files/ linked to another disk,
+    and for object stores, which have no links."""
+    root = params["data"]["mimic_root"]
+    if params["data"].get("links_may_leave_root") or "://" in root:
+        return None
+    return resolve_path(root)
+
+
 def run_residuals(prepared: Storage, out: Storage, cfg: ResidualConfig, groups: list[str],
                   options: dict | None = None, progress: Callable[[int], None] | None = None,
-                  base: str | None = None) -> tuple[list[GroupResult], dict]:
+                  base: str | None = None, within: str | None = None) -> tuple[list[GroupResult], dict]:
     """base: what relative image paths in pairs.parquet are relative to (the repo root, as the
-    data roots in params.yaml are); None: the working directory."""
+    data roots in params.yaml are); None: the working directory. within: see image_root."""
     pairs = prepared.read_parquet(PAIRS)
     results = [materialize_group(pairs, g, out, cfg, pairs_source=prepared.url(PAIRS), options=options,
-                                 progress=progress, base=base) for g in groups]
+                                 progress=progress, base=base, within=within) for g in groups]
     return results, write_root_manifest(out, cfg.image_size)
 
 

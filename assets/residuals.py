@@ -98,12 +98,14 @@ def normalise_pad(img: np.ndarray, size: int, low_pct: float, high_pct: float) -
     return out
 
 
-def load_preprocessed(url: str, cfg: ResidualConfig, options: dict | None = None) -> np.ndarray:
+def load_preprocessed(url: str, cfg: ResidualConfig, options: dict | None = None,
+                      within: str | None = None) -> np.ndarray:
+    """One image decoded, resized and normalised; `within`: the folder it must resolve inside."""
     try:
-        data = read_url(url, options, MAX_FILE_BYTES)
+        data = read_url(url, options, MAX_FILE_BYTES, within)
     except FileNotFoundError as e:
         raise ImageError("missing_file", f"{url} does not exist") from e
-    except FileRefused as e:  # a FIFO, a device, a folder, or too big: refused before reading
+    except FileRefused as e:  # a FIFO, a device, a folder, too big, a link out: refused before reading
         raise ImageError(e.reason, e.detail) from e
     if not data:
         raise ImageError("empty_file", f"{url} is a zero-byte file")
@@ -147,10 +149,10 @@ class GroupResult:
     previews: list[dict]  # a few decoded pairs for pictures: main, ref, ref_registered, residuals
 
 
-def _load_pair(row: dict, cfg: ResidualConfig, options, base: str | None = None):
+def _load_pair(row: dict, cfg: ResidualConfig, options, base: str | None = None, within: str | None = None):
     try:
-        return (load_preprocessed(resolve_path(row["main_path"], base), cfg, options),
-                load_preprocessed(resolve_path(row["ref_path"], base), cfg, options))
+        return (load_preprocessed(resolve_path(row["main_path"], base), cfg, options, within),
+                load_preprocessed(resolve_path(row["ref_path"], base), cfg, options, within))
     except ImageError as e:
         return e
 
@@ -233,11 +235,12 @@ def _kept(old: dict, keys: dict[str, str], cfg: ResidualConfig, out: Storage) ->
 def materialize_group(pairs: pl.DataFrame, group: str, out: Storage, cfg: ResidualConfig,
                       pairs_source: str = "pairs.parquet", options: dict | None = None,
                       progress: Callable[[int], None] | None = None, n_previews: int = 4,
-                      base: str | None = None) -> GroupResult:
+                      base: str | None = None, within: str | None = None) -> GroupResult:
     """Write one group's shards + group manifest + group quarantine under `out`, atomically per
     file. What the group's last run wrote is kept when it still holds: nothing to do when its
     pairs and config are unchanged; only the new pairs are registered (into new shards) when
-    pairs were added; the group is rebuilt when any pair changed or left, or the config did."""
+    pairs were added; the group is rebuilt when any pair changed or left, or the config did.
+    `within`: the folder every image must resolve inside (prepare.image_root), None: anywhere."""
     # Number the rows before filtering: the quarantine names the row in the whole pairs.parquet.
     todo = unique_pairs(pairs.with_row_index("_pairs_row", offset=1).filter(pl.col("group") == group))
     digest = inputs_hash(todo, cfg)
@@ -272,7 +275,7 @@ def materialize_group(pairs: pl.DataFrame, group: str, out: Storage, cfg: Residu
     with ThreadPoolExecutor(max(1, cfg.workers)) as pool:
         # Decoding of batch i+1 is queued before batch i is registered and written, so the
         # decode threads keep working while the main thread does the rest.
-        submit = lambda b: [pool.submit(_load_pair, row, cfg, options, base) for row in b]  # noqa: E731
+        submit = lambda b: [pool.submit(_load_pair, row, cfg, options, base, within) for row in b]  # noqa: E731
         pending = submit(batches[0]) if batches else []
         for i, batch in enumerate(batches):
             loaded = [f.result() for f in pending]

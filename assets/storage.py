@@ -170,25 +170,45 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCH
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def open_regular(url: str, options: dict[str, Any] | None = None, max_bytes: int | None = None):
+def open_regular(url: str, options: dict[str, Any] | None = None, max_bytes: int | None = None,
+                 within: str | None = None):
     """Open one file for reading only if it is a regular file (a symlink counts as what it points
-    to) of at most `max_bytes`. Locally the check is fstat on the opened descriptor, so the file
-    checked is the file read; O_NONBLOCK lets a FIFO be opened without waiting for a writer."""
+    to) of at most `max_bytes` and, when `within` names a local folder, only if the file it
+    resolves to lies inside that folder (a link out of a data root is refused: `outside_root`).
+    Locally the checks are made on the opened descriptor, so the file checked is the file read;
+    O_NONBLOCK lets a FIFO be opened without waiting for a writer."""
     fs, path = fsspec.core.url_to_fs(url, **(options or {}))
     if isinstance(fs, LocalFileSystem):
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         try:
+            if within is not None:
+                _check_inside(url, _opened_path(fd, path), within)
             st = os.fstat(fd)
             _check(url, st.st_mode, st.st_size, max_bytes)
         except BaseException:
             os.close(fd)
             raise
         return os.fdopen(fd, "rb")
-    info = fs.info(path)
+    info = fs.info(path)  # object stores have no links: `within` has nothing to check there
     if info.get("type") != "file":
         raise FileRefused("not_regular_file", f"{url} is not a regular file ({info.get('type')})")
     _check(url, stat.S_IFREG, int(info.get("size") or 0), max_bytes)
     return fs.open(path, "rb")
+
+
+def _opened_path(fd: int, path: str) -> str:
+    """The real path of an open descriptor: Linux names it in /proc, so a link swapped after the
+    open cannot pass; elsewhere the path resolved just after opening."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(path)
+
+
+def _check_inside(url: str, real: str, within: str) -> None:
+    root = os.path.realpath(within)
+    if os.path.commonpath([real, root]) != root:
+        raise FileRefused("outside_root", f"{url} resolves to {real}, outside the data root {root}")
 
 
 def _check(url: str, mode: int, size: int, max_bytes: int | None) -> None:
@@ -199,10 +219,12 @@ def _check(url: str, mode: int, size: int, max_bytes: int | None) -> None:
         raise FileRefused("file_too_large", f"{url} is {size} bytes, over the bound of {max_bytes}")
 
 
-def read_url(url: str, options: dict[str, Any] | None = None, max_bytes: int | None = None) -> bytes:
+def read_url(url: str, options: dict[str, Any] | None = None, max_bytes: int | None = None,
+             within: str | None = None) -> bytes:
     """Bytes of one file given its full path or URL (image paths in pairs.parquet are full);
-    refused (FileRefused) when it is not a regular file or is over `max_bytes`."""
-    with open_regular(url, options, max_bytes) as f:
+    refused (FileRefused) when it is not a regular file, is over `max_bytes` or resolves outside
+    `within` (see open_regular)."""
+    with open_regular(url, options, max_bytes, within) as f:
         data = f.read() if max_bytes is None else f.read(max_bytes + 1)
     if max_bytes is not None and len(data) > max_bytes:  # grew after the check
         raise FileRefused("file_too_large", f"{url} is over the bound of {max_bytes} bytes")

@@ -109,6 +109,60 @@ def test_fifo_and_dev_zero_in_a_group_are_quarantined_and_the_rest_written(tmp_p
     assert m["rows_in"] == rows.height == m["rows_out"] + m["rows_quarantined"] and m["rows_quarantined"] == 2
 
 
+
+@pytest.mark.timeout(60)
+def test_a_link_out_of_the_data_root_is_refused_and_a_link_inside_it_read(tmp_path):
+    root, outside = tmp_path / "mimic", tmp_path / "elsewhere"
+    root.mkdir(), outside.mkdir()
+    img = np.random.default_rng(0).integers(0, 255, (96, 80), dtype=np.uint8)
+    Image.fromarray(img).save(root / "film.jpg")
+    Image.fromarray(img).save(outside / "secret.jpg")
+    os.symlink(root / "film.jpg", root / "inside.jpg")
+    os.symlink(outside / "secret.jpg", root / "out.jpg")
+    assert load_preprocessed(str(root / "inside.jpg"), CFG, within=str(root)).shape == (32, 32)
+    with pytest.raises(ImageError) as e:
+        load_preprocessed(str(root / "out.jpg"), CFG, within=str(root))
+    assert e.value.reason == "outside_root" and str(outside / "secret.jpg") in e.value.detail
+    # without a root (data.links_may_leave_root: true) the same link is read as its target
+    assert load_preprocessed(str(root / "out.jpg"), CFG).shape == (32, 32)
+    # a root that is itself a link (a download mounted elsewhere) holds what it links to
+    os.symlink(root, tmp_path / "linked-root")
+    assert read_url(str(tmp_path / "linked-root" / "film.jpg"), within=str(tmp_path / "linked-root"))
+
+
+def test_the_image_root_follows_params():
+    data = {"mimic_root": "data/embedded/mimic-cxr-jpg", "links_may_leave_root": False}
+    assert prepare.image_root({"data": data}) == str(REPO / "data/embedded/mimic-cxr-jpg")
+    assert prepare.image_root({"data": {**data, "links_may_leave_root": True}}) is None
+    assert prepare.image_root({"data": {**data, "mimic_root": "s3://bucket/mimic"}}) is None
+
+
+@pytest.mark.timeout(60)
+def test_a_link_out_of_the_root_in_a_group_is_quarantined_and_the_rest_written(tmp_path):
+    """`spotdiff residuals` on a dataset where one image under files/ links to a file outside
+    the MIMIC root: that pair is quarantined `outside_root` with its row, the rest written."""
+    t = write_tiny(tmp_path / "raw", subjects=6, studies=3)
+    prepared, res = Storage(str(tmp_path / "prep")), Storage(str(tmp_path / "res"))
+    prepare.run_ingest_images(Storage(str(t.mimic_root)), prepared)
+    prepare.run_ingest_questions(Storage(str(t.diffvqa_root)), prepared, ["difference"])
+    pairs, _ = prepare.run_pairs(prepared, Storage(str(t.diffvqa_root)))
+    group = pairs["group"][0]
+    rows = pairs.filter(pl.col("group") == group).unique("pair_id", keep="first", maintain_order=True)
+    used = list(rows["main_path"]) + list(rows["ref_path"])
+    pair_id, path = next((r["pair_id"], r["main_path"]) for r in rows.iter_rows(named=True)
+                         if used.count(r["main_path"]) == 1)
+    outside = tmp_path / "elsewhere.jpg"
+    shutil.move(path, outside)
+    os.symlink(outside, path)
+    result = materialize_group(pairs, group, res, CFG, pairs_source=prepared.url("pairs.parquet"),
+                               within=str(t.mimic_root))
+    qt = result.quarantine
+    assert list(qt["reason"]) == ["outside_root"] and json.loads(qt["original"][0])["pair_id"] == pair_id
+    assert str(outside) in qt["detail"][0]
+    m = result.manifest
+    assert m["rows_in"] == rows.height == m["rows_out"] + 1
+
+
 # ---- gzip tables ---------------------------------------------------------------------------
 
 def _ingest(tiny, tmp_path, name, data=None, make=None):
