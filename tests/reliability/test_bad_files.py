@@ -80,21 +80,33 @@ def test_symlink_to_a_regular_file_is_read_as_that_file(tmp_path):
     assert read_url(str(tmp_path / "link.jpg")) == target.read_bytes()
 
 
-@pytest.mark.timeout(60)
-def test_fifo_and_dev_zero_in_a_group_are_quarantined_and_the_rest_written(tmp_path):
-    """In `files/` as MIMIC names them: ingestion lists them, the residual step quarantines each
-    pair with `not_regular_file` instead of blocking forever or reading gigabytes."""
+def _one_group(tmp_path):
+    """A tiny MIMIC dataset ingested and paired: (dataset, prepared, residuals storage, pairs,
+    the first group, that group's pairs one row each)."""
     t = write_tiny(tmp_path / "raw", subjects=6, studies=3)
     prepared, res = Storage(str(tmp_path / "prep")), Storage(str(tmp_path / "res"))
     prepare.run_ingest_images(Storage(str(t.mimic_root)), prepared)
     prepare.run_ingest_questions(Storage(str(t.diffvqa_root)), prepared, ["difference"])
     pairs, _ = prepare.run_pairs(prepared, Storage(str(t.diffvqa_root)))
     group = pairs["group"][0]
-    rows = pairs.filter(pl.col("group") == group).unique("pair_id", keep="first", maintain_order=True)
-    # two pairs, each with one planted file that belongs to no other pair of the group
+    return t, prepared, res, pairs, group, pairs.filter(pl.col("group") == group).unique(
+        "pair_id", keep="first", maintain_order=True)
+
+
+def _own_files(rows):
+    """(pair_id, image path) for each image that belongs to no other pair of the rows."""
     used = list(rows["main_path"]) + list(rows["ref_path"])
-    targets = [(r["pair_id"], p) for r in rows.iter_rows(named=True) for p in (r["main_path"], r["ref_path"])
-               if used.count(p) == 1]
+    return [(r["pair_id"], p) for r in rows.iter_rows(named=True) for p in (r["main_path"], r["ref_path"])
+            if used.count(p) == 1]
+
+
+@pytest.mark.timeout(60)
+def test_fifo_and_dev_zero_in_a_group_are_quarantined_and_the_rest_written(tmp_path):
+    """In `files/` as MIMIC names them: ingestion lists them, the residual step quarantines each
+    pair with `not_regular_file` instead of blocking forever or reading gigabytes."""
+    t, prepared, res, pairs, group, rows = _one_group(tmp_path)
+    # two pairs, each with one planted file that belongs to no other pair of the group
+    targets = _own_files(rows)
     (fifo_pair, fifo_path), (zero_pair, zero_path) = targets[0], next(x for x in targets if x[0] != targets[0][0])
     os.remove(fifo_path)
     os.mkfifo(fifo_path)
@@ -141,16 +153,8 @@ def test_the_image_root_follows_params():
 def test_a_link_out_of_the_root_in_a_group_is_quarantined_and_the_rest_written(tmp_path):
     """`spotdiff residuals` on a dataset where one image under files/ links to a file outside
     the MIMIC root: that pair is quarantined `outside_root` with its row, the rest written."""
-    t = write_tiny(tmp_path / "raw", subjects=6, studies=3)
-    prepared, res = Storage(str(tmp_path / "prep")), Storage(str(tmp_path / "res"))
-    prepare.run_ingest_images(Storage(str(t.mimic_root)), prepared)
-    prepare.run_ingest_questions(Storage(str(t.diffvqa_root)), prepared, ["difference"])
-    pairs, _ = prepare.run_pairs(prepared, Storage(str(t.diffvqa_root)))
-    group = pairs["group"][0]
-    rows = pairs.filter(pl.col("group") == group).unique("pair_id", keep="first", maintain_order=True)
-    used = list(rows["main_path"]) + list(rows["ref_path"])
-    pair_id, path = next((r["pair_id"], r["main_path"]) for r in rows.iter_rows(named=True)
-                         if used.count(r["main_path"]) == 1)
+    t, prepared, res, pairs, group, rows = _one_group(tmp_path)
+    pair_id, path = _own_files(rows)[0]
     outside = tmp_path / "elsewhere.jpg"
     shutil.move(path, outside)
     os.symlink(outside, path)
