@@ -57,7 +57,10 @@ class Ingested:
 REPLACEMENT_CHAR = "\ufffd"
 
 
-def _scan(store: Storage, name: str, required: tuple[str, ...]) -> pl.LazyFrame:
+def scan_table(store: Storage, name: str, required: tuple[str, ...]) -> pl.LazyFrame:
+    """A lazy scan of one CSV table of a data root, after its file checks (kind, gzip whole, a
+    header, no repeated or missing column; each a SchemaError naming the file), with each row's
+    source file and line."""
     if not store.exists(name):
         raise FileNotFoundError(f"{store.url(name)}: not found")
     # Checked before polars reads it: a FIFO would block the scan forever, and a truncated or
@@ -122,7 +125,7 @@ def record_lines(store: Storage, name: str) -> list[int] | None:
     return starts
 
 
-def _collect(lf: pl.LazyFrame, what: str) -> pl.DataFrame:
+def collect_table(lf: pl.LazyFrame, what: str) -> pl.DataFrame:
     """A CSV polars cannot split into rows (a line with more fields than the header) is refused
     as a whole, naming the file: there is no row to quarantine."""
     try:
@@ -161,17 +164,17 @@ def image_rel_path() -> pl.Expr:
 
 def ingest_images(mimic: Storage, check_files: bool = True) -> Ingested:
     """mimic_images: metadata ⨝ split ⨝ chexpert, one row per image with its resolved path."""
-    meta = _scan(mimic, METADATA_CSV, METADATA_COLUMNS)
-    split = _scan(mimic, SPLIT_CSV, ("dicom_id", "split")).select(
+    meta = scan_table(mimic, METADATA_CSV, METADATA_COLUMNS)
+    split = scan_table(mimic, SPLIT_CSV, ("dicom_id", "split")).select(
         _stripped("dicom_id"), _stripped("split").alias("split")
     ).unique("dicom_id", keep="first", maintain_order=True)
-    chex = _scan(mimic, CHEXPERT_CSV, ("subject_id", "study_id"))
+    chex = scan_table(mimic, CHEXPERT_CSV, ("subject_id", "study_id"))
     labels = [c for c in CHEXPERT_LABELS if c in chex.collect_schema().names()]
     chex = chex.select(
         _stripped("subject_id"), _stripped("study_id"), *[pl.col(c).cast(pl.Float64, strict=False) for c in labels]
     ).unique(["subject_id", "study_id"], keep="first", maintain_order=True)
 
-    df = _collect(
+    df = collect_table(
         meta.with_columns(_stripped(c) for c in ("dicom_id", "subject_id", "study_id", "ViewPosition"))
         .with_columns(acquired=acquired_expr())
         .join(split, on="dicom_id", how="left"),
@@ -203,7 +206,7 @@ def ingest_images(mimic: Storage, check_files: bool = True) -> Ingested:
         present = mimic.list_files("files")
         s.drop(~pl.col("rel_path").is_in(list(present)), "missing_file",
                pl.format("{} does not exist under the MIMIC root", pl.col("rel_path")))
-    chex = _collect(chex.with_columns(pl.col("subject_id").cast(pl.Int64, strict=False),
+    chex = collect_table(chex.with_columns(pl.col("subject_id").cast(pl.Int64, strict=False),
                                       pl.col("study_id").cast(pl.Int64, strict=False)), mimic.url(CHEXPERT_CSV))
     out = (
         s.df.join(chex, on=["subject_id", "study_id"], how="left")
@@ -237,10 +240,10 @@ def ingest_questions(diffvqa: Storage, question_types: list[str] | str = ("diffe
     Rows of types not selected are counted (rows_not_selected) but are not quarantine: they are
     not bad data. The accounting rows_in = rows_out + rows_quarantined starts after selection."""
     keep = QUESTION_TYPES if question_types == "all" or "all" in question_types else tuple(question_types)
-    lf = _scan(diffvqa, QUESTIONS_CSV, QUESTION_COLUMNS).with_columns(
+    lf = scan_table(diffvqa, QUESTIONS_CSV, QUESTION_COLUMNS).with_columns(
         _stripped(c) for c in ("study_id", "subject_id", "ref_id", "question_type", "split")
     )
-    df = _collect(lf, diffvqa.url(QUESTIONS_CSV))
+    df = collect_table(lf, diffvqa.url(QUESTIONS_CSV))
     # A short row has a null question_type: selected, so the sieve quarantines it, not counted
     # as "not selected" where nobody would look.
     selected = df.filter((pl.col("question_type").is_in(keep) | ~pl.col("question_type").is_in(QUESTION_TYPES))

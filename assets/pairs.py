@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from assets import quarantine as q
-from assets.ingest import DICOM_RE, MIMIC_ALL_CSV
+from assets.ingest import DICOM_RE, MIMIC_ALL_CSV, collect_table, scan_table
 from assets.storage import Storage
 
 FRONTAL = ("PA", "AP")
@@ -40,19 +40,17 @@ class Paired:
 
 def read_mimic_all(diffvqa: Storage) -> pl.DataFrame | None:
     """study_id -> the dicom Medical-Diff-VQA used; None when the file is not there (it is
-    optional: the rules fall back to our own choice)."""
+    optional: the rules fall back to our own choice). A file that is there is checked like the
+    ingested tables (a FIFO, an empty file or no study_id/dicom_id column: one line naming it)."""
     if not diffvqa.exists(MIMIC_ALL_CSV):
         return None
-    lf = diffvqa.scan_csv(MIMIC_ALL_CSV, infer_schema=False)
-    if not {"study_id", "dicom_id"} <= set(lf.collect_schema().names()):
-        return None
-    return (
+    lf = scan_table(diffvqa, MIMIC_ALL_CSV, ("study_id", "dicom_id"))
+    return collect_table(
         lf.select(pl.col("study_id").str.strip_chars().cast(pl.Int64, strict=False),
                   pl.col("dicom_id").str.strip_chars().alias("named_dicom_id"))
         .filter(pl.col("study_id").is_not_null() & pl.col("named_dicom_id").str.contains(DICOM_RE))
-        .unique("study_id", keep="first", maintain_order=True)
-        .collect()
-    )
+        .unique("study_id", keep="first", maintain_order=True),
+        diffvqa.url(MIMIC_ALL_CSV))
 
 
 def studies(images: pl.DataFrame, mimic_all: pl.DataFrame | None = None) -> pl.DataFrame:

@@ -45,20 +45,40 @@ def run_ingest_questions(diffvqa: Storage, prepared: Storage, question_types) ->
     return res.table, res.counts
 
 
-def run_ingest(mimic: Storage, diffvqa: Storage, prepared: Storage, check_files: bool, question_types,
-               progress: Callable[[], None] | None = None) -> tuple[dict, dict]:
-    """Both tables read first, then written as one set: a question file that fails to read
-    leaves the previous images.parquet too, not a new one beside old questions."""
+def ingest_set(mimic: Storage, diffvqa: Storage, check_files: bool, question_types,
+               progress: Callable[[], None] | None = None) -> tuple[dict, dict, dict]:
+    """The ingest step's files, in memory: ({name: table}, image counts, question counts)."""
     images = ingest_images(mimic, check_files=check_files)
     if progress:
         progress()
     questions = ingest_questions(diffvqa, question_types)
     if progress:
         progress()
-    prepared.write_set({IMAGES: images.table, QUESTIONS: questions.table,
-                        **_part("mimic_images", images.quarantine, images.counts),
-                        **_part("diffvqa_questions", questions.quarantine, questions.counts)})
-    return images.counts, questions.counts
+    files = {IMAGES: images.table, QUESTIONS: questions.table,
+             **_part("mimic_images", images.quarantine, images.counts),
+             **_part("diffvqa_questions", questions.quarantine, questions.counts)}
+    return files, images.counts, questions.counts
+
+
+def run_ingest(mimic: Storage, diffvqa: Storage, prepared: Storage, check_files: bool, question_types,
+               progress: Callable[[], None] | None = None) -> tuple[dict, dict]:
+    """Both tables read first, then written as one set: a question file that fails to read
+    leaves the previous images.parquet too, not a new one beside old questions."""
+    files, c_images, c_questions = ingest_set(mimic, diffvqa, check_files, question_types, progress)
+    prepared.write_set(files)
+    return c_images, c_questions
+
+
+def run_ingest_and_pairs(mimic: Storage, diffvqa: Storage, prepared: Storage, check_files: bool,
+                         question_types, progress: Callable[[], None] | None = None,
+                         **pairs_kwargs) -> tuple[dict, dict, dict]:
+    """Ingest and pairing written as one set (`spotdiff pairs` without --from-ingest): a pairing
+    that fails leaves the previous tables whole, not new images and questions beside old pairs.
+    Returns the image, question and pair counts."""
+    files, c_images, c_questions = ingest_set(mimic, diffvqa, check_files, question_types, progress)
+    paired, c_pairs = pairs_set(files[QUESTIONS], files[IMAGES], diffvqa, **pairs_kwargs)
+    prepared.write_set({**files, **paired})
+    return c_images, c_questions, c_pairs
 
 
 def pairs_options(params: dict) -> dict:
@@ -68,17 +88,17 @@ def pairs_options(params: dict) -> dict:
             "single_image_reference": p["single_image_reference"]}
 
 
-def run_pairs(prepared: Storage, diffvqa: Storage, resplit_by_subject: bool = False,
-              single_image_reference: str = "previous") -> tuple[pl.DataFrame, dict]:
-    """single_image_reference "control": single-image questions are paired with a matched normal
-    study of another patient (assets/controls.py); the rows without one are quarantined."""
+def pairs_set(questions: pl.DataFrame, images: pl.DataFrame, diffvqa: Storage, resplit_by_subject: bool = False,
+              single_image_reference: str = "previous") -> tuple[dict, dict]:
+    """The pairing step's files, in memory: ({name: table}, counts). single_image_reference
+    "control": single-image questions are paired with a matched normal study of another patient
+    (assets/controls.py); the rows without one are quarantined."""
     from assets.controls import CONTROL, REFERENCE_MODES, with_controls
 
     if single_image_reference not in REFERENCE_MODES:
         raise UserError(f"params.yaml: pairs.single_image_reference must be one of {REFERENCE_MODES}, "
                         f"got {single_image_reference!r}")
-    res = build_pairs(prepared.read_parquet(QUESTIONS), prepared.read_parquet(IMAGES),
-                      read_mimic_all(diffvqa), resplit_by_subject)
+    res = build_pairs(questions, images, read_mimic_all(diffvqa), resplit_by_subject)
     table, quarantined, counts = res.table, res.quarantine, dict(res.counts)
     targets = finding_targets(table)
     if single_image_reference == CONTROL:
@@ -87,9 +107,16 @@ def run_pairs(prepared: Storage, diffvqa: Storage, resplit_by_subject: bool = Fa
         # both sieves checked their own accounting, so rows in = out + quarantined still holds
         counts.update(rows_out=table.height, rows_quarantined=quarantined.height, controls=n_controls)
         targets = finding_targets(table)
-    prepared.write_set({PAIRS: table, FINDING_TARGETS: targets,
-                        **_part("study_pairs", quarantined, counts)})
-    return table, counts
+    return {PAIRS: table, FINDING_TARGETS: targets, **_part("study_pairs", quarantined, counts)}, counts
+
+
+def run_pairs(prepared: Storage, diffvqa: Storage, resplit_by_subject: bool = False,
+              single_image_reference: str = "previous") -> tuple[pl.DataFrame, dict]:
+    """Pairs from the ingested tables in `prepared`, written there as one set (see pairs_set)."""
+    files, counts = pairs_set(prepared.read_parquet(QUESTIONS), prepared.read_parquet(IMAGES), diffvqa,
+                              resplit_by_subject, single_image_reference)
+    prepared.write_set(files)
+    return files[PAIRS], counts
 
 
 # ---- validation: the same GX suites for every entry point ----------------------------------

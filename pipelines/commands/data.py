@@ -57,7 +57,9 @@ def _report(name: str, counts: dict) -> None:
                       f"{counts['rows_quarantined']} quarantined{extra}")
 
 
-def _ingest(p: dict):
+def _ingest(p: dict, with_pairs: bool = False):
+    """`spotdiff ingest`, or with_pairs (`spotdiff pairs` without --from-ingest) ingestion and
+    pairing written as one set, so a failed pairing leaves the previous tables whole."""
     from rich.progress import Progress
 
     from assets import prepare
@@ -65,22 +67,28 @@ def _ingest(p: dict):
     from assets.params import storage_for
 
     d = p["data"]
-    prepared = storage_for(d["prepared_root"])
+    prepared, mimic, diffvqa = (storage_for(d[k]) for k in ("prepared_root", "mimic_root", "diffvqa_root"))
+    args = (mimic, diffvqa, prepared, bool(d["check_files"]), p["pairs"]["question_types"])
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task("ingest", total=2)
         try:
-            c1, c2 = prepare.run_ingest(storage_for(d["mimic_root"]), storage_for(d["diffvqa_root"]), prepared,
-                                        bool(d["check_files"]), p["pairs"]["question_types"],
-                                        progress=lambda: bar.advance(task))
+            if with_pairs:
+                c1, c2, c3 = prepare.run_ingest_and_pairs(*args, progress=lambda: bar.advance(task),
+                                                          **prepare.pairs_options(p))
+            else:
+                c1, c2 = prepare.run_ingest(*args, progress=lambda: bar.advance(task))
         except SchemaError as e:
             raise UserError(str(e)) from e
     _report("mimic_images", c1)
     _report("diffvqa_questions", c2)
-    gx_gate(prepare.check_ingest(prepared, storage_for(d["mimic_root"])))
+    gx_gate(prepare.check_ingest(prepared, mimic))
+    if with_pairs:
+        _pairs_written(p, c3)
 
 
 def _pairs(p: dict):
     from assets import prepare
+    from assets.ingest import SchemaError
     from assets.params import storage_for
 
     d = p["data"]
@@ -88,8 +96,19 @@ def _pairs(p: dict):
     for f in (prepare.IMAGES, prepare.QUESTIONS):
         if not prepared.exists(f):
             raise UserError(f"{prepared.url(f)}: not found; run `spotdiff ingest` first or drop --from-ingest")
-    _, c = prepare.run_pairs(prepared, storage_for(d["diffvqa_root"]), **prepare.pairs_options(p))
-    _report("study_pairs", c)
+    try:
+        _, c = prepare.run_pairs(prepared, storage_for(d["diffvqa_root"]), **prepare.pairs_options(p))
+    except SchemaError as e:
+        raise UserError(str(e)) from e
+    _pairs_written(p, c)
+
+
+def _pairs_written(p: dict, counts: dict):
+    from assets import prepare
+    from assets.params import storage_for
+
+    prepared = storage_for(p["data"]["prepared_root"])
+    _report("study_pairs", counts)
     table, _ = prepare.collect_quarantine(prepared)
     err_console.print(f"wrote {prepared.url(prepare.PAIRS)} and {prepared.url(prepare.QUARANTINE)} ({table.height} quarantined rows)")
     gx_gate(prepare.check_pairs(prepared))
@@ -122,9 +141,10 @@ def register(app: typer.Typer) -> None:
 
         with user_errors():
             p = _params(profile, mimic_root, diffvqa_root, out)
-            if not from_ingest:
-                _ingest(p)
-            _pairs(p)
+            if from_ingest:
+                _pairs(p)
+            else:
+                _ingest(p, with_pairs=True)
 
     @app.command()
     def residuals(

@@ -3,12 +3,13 @@ rows quarantined); a file that cannot be read as rows at all is refused by `spot
 one line naming the file, exit code 2, no traceback. `python -m pytest tests/reliability/test_bad_tables.py`"""
 
 import gzip
+import os
 import shutil
 
 import pytest
 from typer.testing import CliRunner
 
-from assets.ingest import QUESTIONS_CSV, ingest_images, ingest_questions
+from assets.ingest import MIMIC_ALL_CSV, QUESTIONS_CSV, ingest_images, ingest_questions
 from assets.storage import Storage
 from pipelines.cli import app
 from tests.fixtures.tiny_mimic import META_COLS, csv_bytes, read_csv_rows, write_tiny
@@ -162,6 +163,49 @@ def test_a_failed_ingest_leaves_the_previous_tables_whole(tiny, tmp_path):
     assert r.exit_code == 2, r.output
     after = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
+
+
+
+def test_a_failed_pairing_leaves_the_previous_tables_whole(tiny, tmp_path):
+    """`spotdiff pairs` (ingest + pairing) whose pairing fails on a bad mimic_all.csv: ingestion
+    and pairing are one set, so the earlier run's tables all stay, never new images and
+    questions beside old pairs."""
+    out = tmp_path / "out"
+    args = ["pairs", "--out", str(out), "--profile", "smoke", "--mimic-root"]
+    first = runner.invoke(app, args + [str(tiny.mimic_root), "--diffvqa-root", str(tiny.diffvqa_root)])
+    assert first.exit_code == 0, first.output
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    mimic = tmp_path / "mimic"
+    shutil.copytree(tiny.mimic_root, mimic)
+    next(mimic.rglob("*.jpg")).unlink()  # the second run's images differ
+    dq = tmp_path / "dq"
+    shutil.copytree(tiny.diffvqa_root, dq)
+    (dq / MIMIC_ALL_CSV).write_text("subject_id,study_id\n1,2\n")
+    r = runner.invoke(app, args + [str(mimic), "--diffvqa-root", str(dq)])
+    assert r.exit_code == 2 and "dicom_id" in r.output and "Traceback" not in r.output, r.output
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["fifo", "empty", "no_dicom_id"])
+def test_a_bad_mimic_all_is_one_line_naming_it(tiny, tmp_path, kind):
+    """mimic_all.csv is optional, but one that is there is checked like the ingested tables:
+    a FIFO is refused without waiting for a writer, an empty file or one without the columns
+    the pairing reads is one line naming it, exit 2."""
+    dq = tmp_path / "dq"
+    shutil.copytree(tiny.diffvqa_root, dq)
+    target = dq / MIMIC_ALL_CSV
+    target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.write_text("" if kind == "empty" else "subject_id,study_id\n1,2\n")
+    r = runner.invoke(app, ["pairs", "--out", str(tmp_path / "out"), "--profile", "smoke",
+                            "--mimic-root", str(tiny.mimic_root), "--diffvqa-root", str(dq)])
+    assert r.exit_code == 2, r.output
+    line = r.output.strip().splitlines()[-1]
+    assert len(r.output.strip().splitlines()) <= 2 and MIMIC_ALL_CSV in line and "Traceback" not in r.output
+    assert {"fifo": "FIFO", "empty": "empty file", "no_dicom_id": "dicom_id"}[kind] in line
 
 
 def test_the_cli_runs_the_dagster_gx_suites_and_stops_on_a_failed_one(tiny, tmp_path):
