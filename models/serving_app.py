@@ -52,6 +52,19 @@ def reason_of(err: dict) -> str:
     return _EXCEPTION_PREFIX.sub("", lines[-1]) if lines else "bad request"
 
 
+# MLflow answers every exception raised in predict as 400 BAD_REQUEST. Only these say what is
+# wrong with the request (the model's InputError is a ValueError; MLflow's own parsing and schema
+# errors are MlflowException); anything else is the server's fault, answered 500 without its text.
+_USER_ERRORS = re.compile(r"^(?:[\w.]+\.)?(?:ValueError|InputError|MlflowException)(?::|$)")
+
+
+def is_user_error(err: dict) -> bool:
+    """Whether an MLflow error body is about the request: no stack trace (MLflow refused the
+    request itself), or a trace that ends in one of the request errors above."""
+    lines = [line.strip() for line in str(err.get("stack_trace") or "").splitlines() if line.strip()]
+    return not lines or bool(_USER_ERRORS.match(lines[-1]))
+
+
 def sent_columns(body: bytes, content_type: str = "application/json") -> set[str] | None:
     """The input columns a scoring request names: a CSV body's header row, or a JSON body's
     dataframe_split / dataframe_records / inputs / instances; None when it is neither (MLflow
@@ -150,8 +163,9 @@ class Guarded:
             err = {"message": str(err)}
         if err.get("stack_trace"):
             log.error("request failed (%s):\n%s", start["status"], err["stack_trace"])
-        return _json(start["status"], str(err.get("error_code", "BAD_REQUEST")),
-                     reason_of(err) if start["status"] < 500 else "internal error; see the server log")
+        if start["status"] >= 500 or not is_user_error(err):
+            return _json(500, "INTERNAL_ERROR", "internal error; see the server log")
+        return _json(start["status"], str(err.get("error_code", "BAD_REQUEST")), reason_of(err))
 
 
 def build_app(folder: str):

@@ -17,6 +17,8 @@ class Echo(PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None):
         if (model_input["question"] == "").any():
             raise ValueError("question: missing")
+        if (model_input["question"] == "boom").any():
+            raise RuntimeError("CUDA error at /srv/spotdiff/models/model.py:123")
         return pd.DataFrame({"answer": model_input["question"]})
 
 
@@ -47,6 +49,20 @@ def test_an_error_is_one_line_of_reason_without_the_stack_trace(client):
     assert "Traceback" not in r.text and "/" not in r.json()["message"]
     ok = client.post("/invocations", json={"dataframe_records": [{"question": "hi"}]})
     assert ok.status_code == 200 and ok.json()["predictions"] == [{"answer": "hi"}]
+
+
+
+@pytest.mark.timeout(120)
+def test_an_internal_failure_is_a_500_that_shows_nothing_of_the_server(client, caplog):
+    """MLflow labels every exception from predict a 400 with its message; one that is not about
+    the request (here a RuntimeError naming a server path) reaches the client as a plain 500,
+    and its trace goes to the server log."""
+    with caplog.at_level("ERROR", logger="spotdiff.serve"):
+        r = client.post("/invocations", json={"dataframe_records": [{"question": "boom"}]})
+    assert r.status_code == 500
+    assert r.json() == {"error_code": "INTERNAL_ERROR", "message": "internal error; see the server log"}
+    assert "/srv" not in r.text and "CUDA" not in r.text
+    assert "CUDA error at /srv" in caplog.text
 
 
 @pytest.mark.timeout(120)
