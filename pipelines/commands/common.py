@@ -9,7 +9,7 @@ from typing import Iterator
 import typer
 from rich.console import Console
 
-from assets.params import ParamsError, UserError, load_params
+from assets.params import UserError, load_params
 
 __all__ = ["UserError", "err_console", "params_for", "user_errors"]
 
@@ -21,7 +21,11 @@ err_console = Console(stderr=True, soft_wrap=True)
 def user_errors() -> Iterator[None]:
     try:
         yield
-    except (UserError, ParamsError, FileNotFoundError) as e:
+    except Exception as e:
+        from pipelines.errors import USER_MISTAKES  # imported here: `spotdiff --help` stays light
+
+        if not isinstance(e, USER_MISTAKES):
+            raise
         err_console.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(code=2) from e
 

@@ -30,6 +30,7 @@ from assets.embedded import data_version as embedded_version
 from assets.embedded import materialize_embedded
 from assets.params import repo_root, storage_for
 from assets.prepare import residual_config
+from pipelines.defs.failures import one_line_failures
 from pipelines.resources import GreatExpectationsResource, SpotdiffParams
 from pipelines.defs.automation import FOLLOW, FOLLOW_CHANGED
 
@@ -72,6 +73,7 @@ def _quarantine_part(params: SpotdiffParams, asset: str) -> pl.DataFrame:
 @dg.asset(group_name=GROUP, kinds={"python"},
           description="The raw input: the embedded dataset rendered into data.embedded_root, or the "
                       "MIMIC-CXR-JPG / Medical-Diff-VQA download the data roots name, observed (fingerprinted).")
+@one_line_failures
 def embedded_dataset(context: dg.AssetExecutionContext, params: SpotdiffParams) -> dg.MaterializeResult:
     report = materialize_embedded(params.params())
     tables = report.pop("tables")
@@ -82,6 +84,7 @@ def embedded_dataset(context: dg.AssetExecutionContext, params: SpotdiffParams) 
 
 @dg.asset(group_name=GROUP, kinds={"polars", "parquet"}, deps=[embedded_dataset],
           description="MIMIC-CXR-JPG metadata ⨝ split ⨝ chexpert (polars lazy scans): one row per image with its path.")
+@one_line_failures
 def mimic_images(params: SpotdiffParams) -> dg.MaterializeResult:
     d = params.params()["data"]
     prepared = storage_for(d["prepared_root"])
@@ -91,6 +94,7 @@ def mimic_images(params: SpotdiffParams) -> dg.MaterializeResult:
 
 @dg.asset(group_name=GROUP, kinds={"polars", "parquet"}, deps=[embedded_dataset],
           description="mimic_pair_questions.csv normalised; the configured question types kept; stable question_id.")
+@one_line_failures
 def diffvqa_questions(params: SpotdiffParams) -> dg.MaterializeResult:
     p = params.params()
     prepared = storage_for(p["data"]["prepared_root"])
@@ -102,6 +106,7 @@ def diffvqa_questions(params: SpotdiffParams) -> dg.MaterializeResult:
 @dg.asset(automation_condition=FOLLOW, group_name=GROUP, kinds={"polars", "parquet"}, deps=[mimic_images, diffvqa_questions],
           description="One row per question with its main and reference study and the frontal image of each "
                       "(rules: docs/data.md).")
+@one_line_failures
 def study_pairs(params: SpotdiffParams) -> dg.MaterializeResult:
     p = params.params()
     prepared = storage_for(p["data"]["prepared_root"])
@@ -112,6 +117,7 @@ def study_pairs(params: SpotdiffParams) -> dg.MaterializeResult:
 
 @dg.asset(automation_condition=FOLLOW, group_name=GROUP, kinds={"parquet"}, deps=[mimic_images, diffvqa_questions, study_pairs],
           description="Every row a table asset dropped: asset, source file, line, reason, detail, original columns.")
+@one_line_failures
 def quarantine(params: SpotdiffParams) -> dg.MaterializeResult:
     prepared = params.storage("prepared_root")
     table, counts = prepare.collect_quarantine(prepared)
@@ -129,6 +135,7 @@ def quarantine(params: SpotdiffParams) -> dg.MaterializeResult:
 @dg.asset(automation_condition=FOLLOW, group_name=GROUP, kinds={"polars"}, deps=[study_pairs], partitions_def=mimic_groups,
           description="One MIMIC group's rows of pairs.parquet, as a data version: residual_images recomputes a "
                       "group only when this changes.")
+@one_line_failures
 def group_pairs(context: dg.AssetExecutionContext, params: SpotdiffParams) -> dg.MaterializeResult:
     version, rows, pairs = prepare.group_pairs_version(params.storage("prepared_root"), context.partition_key)
     return dg.MaterializeResult(metadata={"dagster/row_count": rows, "pairs": pairs},
@@ -141,6 +148,7 @@ def group_pairs(context: dg.AssetExecutionContext, params: SpotdiffParams) -> dg
                                          description="GX: every residual finite and in [-1, 1], one row per pair")],
           description="Per pair: preprocessed main/reference, registered reference, naive and registered residuals, "
                       "as parquet shards + manifest, one MIMIC group (p10..p19) per partition.")
+@one_line_failures
 def residual_images(context: dg.AssetExecutionContext, params: SpotdiffParams, gx: GreatExpectationsResource):
     p = params.params()
     group = context.partition_key
@@ -177,6 +185,7 @@ def residual_images(context: dg.AssetExecutionContext, params: SpotdiffParams, g
 
 @dg.asset_check(asset=mimic_images, blocking=True,
                 description="GX: required columns and dtypes, well-formed unique IDs, split values, image file exists.")
+@one_line_failures
 def mimic_images_valid(params: SpotdiffParams, gx: GreatExpectationsResource) -> dg.AssetCheckResult:
     d = params.params()["data"]
     images = storage_for(d["prepared_root"]).read_parquet(prepare.IMAGES)
@@ -186,6 +195,7 @@ def mimic_images_valid(params: SpotdiffParams, gx: GreatExpectationsResource) ->
 
 @dg.asset_check(asset=diffvqa_questions, blocking=True,
                 description="GX: unique question_id, split and type values, 100 % of difference answers parse.")
+@one_line_failures
 def diffvqa_questions_valid(params: SpotdiffParams, gx: GreatExpectationsResource) -> dg.AssetCheckResult:
     return gx.check(validation.validate_questions, params.storage("prepared_root").read_parquet(prepare.QUESTIONS),
                     asset="diffvqa_questions")
@@ -193,6 +203,7 @@ def diffvqa_questions_valid(params: SpotdiffParams, gx: GreatExpectationsResourc
 
 @dg.asset_check(asset=study_pairs, blocking=True,
                 description="GX: reference earlier than main, same subject, frontal images, pair_id form, split values.")
+@one_line_failures
 def study_pairs_valid(params: SpotdiffParams, gx: GreatExpectationsResource) -> dg.AssetCheckResult:
     return gx.check(validation.validate_pairs, params.storage("prepared_root").read_parquet(prepare.PAIRS),
                     asset="study_pairs")
@@ -201,6 +212,7 @@ def study_pairs_valid(params: SpotdiffParams, gx: GreatExpectationsResource) -> 
 @dg.asset_check(asset=study_pairs, blocking=True,
                 description="GX: every control reference (pairs.single_image_reference: control) is a normal "
                             "training study of another patient in the main image's view; passes when there is none.")
+@one_line_failures
 def study_pairs_controls_valid(params: SpotdiffParams, gx: GreatExpectationsResource) -> dg.AssetCheckResult:
     prepared = params.storage("prepared_root")
     return gx.check(validation.validate_control_pairs, prepared.read_parquet(prepare.PAIRS),
@@ -210,6 +222,7 @@ def study_pairs_controls_valid(params: SpotdiffParams, gx: GreatExpectationsReso
 @dg.asset_check(asset=study_pairs, blocking=False,
                 description="GX: each subject in one split. A warning, not a stop: the official v1.0.1 split is not "
                             "subject-disjoint on real data (set pairs.resplit_by_subject to fix).")
+@one_line_failures
 def study_pairs_subject_disjoint(params: SpotdiffParams, gx: GreatExpectationsResource) -> dg.AssetCheckResult:
     r = gx.check(validation.validate_subject_disjoint, params.storage("prepared_root").read_parquet(prepare.PAIRS),
                  asset="study_pairs")
@@ -218,6 +231,7 @@ def study_pairs_subject_disjoint(params: SpotdiffParams, gx: GreatExpectationsRe
 
 @dg.asset_check(asset=quarantine, blocking=True,
                 description="Accounting: for every table asset, rows in = rows out + rows quarantined.")
+@one_line_failures
 def quarantine_accounts(params: SpotdiffParams) -> dg.AssetCheckResult:
     prepared = params.storage("prepared_root")
     table = prepared.read_parquet(prepare.QUARANTINE)

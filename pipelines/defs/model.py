@@ -13,6 +13,7 @@ import dagster as dg
 
 from assets.params import load_params, parse_sets
 from pipelines.defs.automation import FOLLOW
+from pipelines.defs.failures import one_line_failures
 
 
 class TrainRunConfig(dg.Config):
@@ -26,6 +27,7 @@ class EvaluationConfig(dg.Config):
 
 
 @dg.asset(automation_condition=FOLLOW, deps=["residual_images"], group_name="model", kinds={"pytorch", "mlflow"})
+@one_line_failures
 def pretrained_encoder(context: dg.AssetExecutionContext, config: TrainRunConfig) -> dg.MaterializeResult:
     """E_I pretrained on single images (finding presence and level); skipped, and said so, when
     pretrain.epochs is 0 or model.pretrained_resnet names the user's own weights."""
@@ -38,6 +40,7 @@ def pretrained_encoder(context: dg.AssetExecutionContext, config: TrainRunConfig
 
 @dg.asset(automation_condition=FOLLOW, deps=["residual_images", pretrained_encoder], group_name="model",
           kinds={"pytorch", "ray", "mlflow"})
+@one_line_failures
 def real_model(context: dg.AssetExecutionContext, config: TrainRunConfig) -> dg.MaterializeResult:
     """ReAl trained on Ray Train; the best-on-validation checkpoint, tracked in MLflow."""
     from models.lifecycle.train import train
@@ -54,6 +57,7 @@ def real_model(context: dg.AssetExecutionContext, config: TrainRunConfig) -> dg.
 
 
 @dg.asset(automation_condition=FOLLOW, deps=[real_model], group_name="model", kinds={"python"})
+@one_line_failures
 def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig) -> dg.MaterializeResult:
     """BLEU-1..4, METEOR, ROUGE-L, CIDEr and change P/R/F1 (with intervals) of the test
     predictions, in evaluate.metrics_file."""

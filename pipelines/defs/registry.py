@@ -11,6 +11,7 @@ import dagster as dg
 
 from assets.params import load_params
 from pipelines.defs.automation import FOLLOW
+from pipelines.defs.failures import one_line_failures
 
 
 class RegistryConfig(dg.Config):
@@ -24,6 +25,7 @@ def _png_md(path) -> dg.MetadataValue:
 
 
 @dg.asset(automation_condition=FOLLOW, deps=["evaluation"], group_name="registry", kinds={"mlflow"})
+@one_line_failures
 def registered_model(config: RegistryConfig) -> dg.MaterializeResult:
     """The trained ReAl as an MLflow pyfunc, a version of spotdiff-real with alias candidate."""
     from models.lifecycle.registry import register, registry_dir
@@ -46,6 +48,7 @@ def registered_model(config: RegistryConfig) -> dg.MaterializeResult:
           check_specs=[dg.AssetCheckSpec("promotion_rule", asset="champion_model",
                                          description="the champion alias agrees with the promotion "
                                                      "rule re-applied to the registry's tags")])
+@one_line_failures
 def champion_model(config: RegistryConfig):
     """Alias champion, moved to the candidate only when the promotion rule says so."""
     from models.lifecycle.registry import promote, promotion_check
