@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from PIL import Image
 from assets.diffvqa.answer_patterns import question_type_of
 from assets.registration import RegistrationConfig, register_affine
 from assets.residuals import ImageError, decode_resize, normalise_pad
+from assets.storage import FileRefused, read_url
 from models.augment import AugmentConfig, augment_pair
 from models.checkpoint import load_model_from
 from models.data import QA, PairSample
@@ -67,8 +69,11 @@ def image_bytes(value, field_name: str, allow_paths: bool) -> bytes:
         data = bytes(value)
     elif not isinstance(value, str):
         raise InputError(f"{field_name}: expected a base64 string, got {type(value).__name__}")
-    elif allow_paths and len(value) < 4096 and Path(value).is_file():
-        data = Path(value).read_bytes()
+    elif allow_paths and len(value) < 4096 and os.path.lexists(value):
+        try:  # kind and size checked before a byte is read: a FIFO or /dev/zero link never ends
+            data = read_url(value, max_bytes=MAX_IMAGE_BYTES)
+        except FileRefused as e:
+            raise InputError(f"{field_name}: {e.detail}") from None
     else:
         if len(value) > MAX_IMAGE_BYTES * 4 // 3 + 4:
             raise InputError(f"{field_name}: {len(value)} characters of base64 exceeds the "

@@ -63,12 +63,12 @@ def register(app: typer.Typer) -> None:
         profile: str = ProfileOpt,
     ) -> None:
         """Answer a question about a main/reference pair with the champion model."""
-        from models.answer import InputError, answer_rows
+        from models.answer import InputError, answer_rows, image_bytes
 
         with user_errors():
             params = params_for(profile)
-            for p in (main, ref):
-                if not p.is_file():
+            for p in (main, ref):  # its kind and size are checked where it is read (image_bytes)
+                if not os.path.lexists(p):
                     raise UserError(f"{p}: no such file")
             if heatmap is not None:  # checked before the model answers, not after
                 _check_output_file("--heatmap", heatmap)
@@ -84,7 +84,8 @@ def register(app: typer.Typer) -> None:
             if heatmap is not None:
                 from models.pictures import ask_heatmap
 
-                ask_heatmap(answerer, main.read_bytes(), ref.read_bytes(), question, answer, heatmap)
+                ask_heatmap(answerer, image_bytes(str(main), "--main", True), image_bytes(str(ref), "--ref", True),
+                            question, answer, heatmap)
                 typer.echo(f"heatmap: {heatmap}", err=True)
 
     @app.command()

@@ -281,3 +281,24 @@ def test_residuals_run_from_another_folder_finds_the_images(tmp_path, monkeypatc
     assert sum(g["rows_out"] for g in groups.values()) > 0, groups
     assert all(g["rows_quarantined"] == 0 for g in groups.values()), groups
     assert not (elsewhere / "data").exists()  # nothing written relative to the wrong folder
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero_link", "sparse_over_bound"])
+def test_ask_image_path_of_the_wrong_kind_or_size_is_refused_before_reading(tmp_path, kind):
+    """`spotdiff ask --main PATH`: the path is read through the same kind and size check as the
+    pipeline's images (a FIFO or a /dev/zero link never ends; a file over the bound is not read)."""
+    from models.answer import MAX_IMAGE_BYTES, InputError, image_bytes
+
+    path = tmp_path / "main.jpg"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev_zero_link":
+        os.symlink("/dev/zero", path)
+    else:
+        with open(path, "wb") as f:
+            f.truncate(MAX_IMAGE_BYTES + 1)
+    with pytest.raises(InputError) as e:
+        image_bytes(str(path), "--main", allow_paths=True)
+    assert str(e.value).startswith("--main: ") and str(path) in str(e.value)
+    assert ("over the bound" if kind == "sparse_over_bound" else "not a regular file") in str(e.value)
