@@ -9,6 +9,7 @@ pipelines/defs/data.py call the same functions.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -22,15 +23,25 @@ def _flag_path(value: str) -> str:
     """A folder given on the command line is relative to where the command runs; made absolute
     here, the image paths the tables record resolve wherever the next step runs. (Roots from
     params.yaml stay relative to the repo root, so the tables of a clone are portable.)"""
-    from pathlib import Path
-
     return value if "://" in value else str(Path(value).resolve())
 
 
 def _params(profile, mimic_root=None, diffvqa_root=None, out=None) -> dict:
+    """params for ingest/pairs. Run from another folder than the repo root ($SPOTDIFF_PARAMS), the
+    relative roots of params.yaml are made absolute: they name the repo's folders, and the image
+    paths the tables record then resolve wherever the next step runs."""
+    import os
+
+    from assets.params import repo_root, resolve_path
+
     data = {k: _flag_path(v) for k, v in (("mimic_root", mimic_root), ("diffvqa_root", diffvqa_root),
                                           ("prepared_root", out)) if v}
-    return params_for(profile, {"data": data} if data else None)
+    p = params_for(profile, {"data": data} if data else None)
+    if Path.cwd().resolve() != repo_root():
+        for key in ("mimic_root", "diffvqa_root", "prepared_root"):
+            if not os.path.isabs(p["data"][key]) and "://" not in p["data"][key]:
+                p["data"][key] = resolve_path(p["data"][key])
+    return p
 
 
 def gx_gate(checked: tuple[list, list]) -> None:

@@ -302,3 +302,34 @@ def test_ask_image_path_of_the_wrong_kind_or_size_is_refused_before_reading(tmp_
         image_bytes(str(path), "--main", allow_paths=True)
     assert str(e.value).startswith("--main: ") and str(path) in str(e.value)
     assert ("over the bound" if kind == "sparse_over_bound" else "not a regular file") in str(e.value)
+
+
+
+@pytest.mark.timeout(120)
+def test_every_data_step_run_from_another_folder_uses_the_repo_roots(tmp_path, monkeypatch):
+    """ingest, pairs and residuals all run from a folder that is not the repo (SPOTDIFF_PARAMS
+    names it): params.yaml's relative roots still name the repo's folders, and the residual step
+    finds every image the tables record."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    write_tiny(repo / "data", subjects=3)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"].update(mimic_root="data/mimic-cxr-jpg", diffvqa_root="data/medical-diff-vqa",
+                          prepared_root="data/prepared", residuals_root="data/residuals")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("SPOTDIFF_PARAMS", str(repo / "params.yaml"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for cmd in (["ingest"], ["pairs", "--from-ingest"], ["residuals"]):
+        r = CliRunner().invoke(app, cmd + ["--profile", "smoke"])
+        assert r.exit_code == 0, r.output
+    assert not any(elsewhere.iterdir())  # nothing written where the command ran
+    groups = json.loads((repo / "data/residuals/manifest.json").read_text())["groups"]
+    assert sum(g["rows_out"] for g in groups.values()) > 0
+    assert all(g["rows_quarantined"] == 0 for g in groups.values()), groups
