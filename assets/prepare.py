@@ -194,15 +194,22 @@ def residual_config(params: dict) -> ResidualConfig:
                           registration=RegistrationConfig(iters=tuple(iters)))
 
 
-def image_root(params: dict) -> str | None:
-    """The folder every image read must resolve inside: the MIMIC root, so a symlink planted
-    under files/ cannot make the pipeline read (and store in shards) a file from elsewhere.
-    None (anywhere) when data.links_may_leave_root allows it, e.g. files/ linked to another disk,
-    and for object stores, which have no links."""
-    root = params["data"]["mimic_root"]
-    if params["data"].get("links_may_leave_root") or "://" in root:
+def image_root(params: dict, prepared: Storage) -> str | None:
+    """The folder every image read must resolve inside: the MIMIC root the images of `prepared`
+    were ingested from (images.parquet's path minus its rel_path), so a symlink planted under
+    files/ cannot make the pipeline read (and store in shards) a file from elsewhere. None
+    (anywhere) when data.links_may_leave_root allows it, e.g. files/ linked to another disk; for
+    object stores, which have no links; and when no images table is there to say."""
+    if params["data"].get("links_may_leave_root") or not prepared.exists(IMAGES):
         return None
-    return resolve_path(root)
+    first = prepared.scan_parquet(IMAGES).select("path", "rel_path").head(1).collect()
+    if not first.height:
+        return None
+    path, rel = first.row(0)
+    root = path[: len(path) - len(rel)].rstrip("/") if path.endswith(rel) else None
+    if root is None or "://" in root:
+        return None
+    return resolve_path(root or ".")
 
 
 def run_residuals(prepared: Storage, out: Storage, cfg: ResidualConfig, groups: list[str],

@@ -247,6 +247,7 @@ def materialize_group(pairs: pl.DataFrame, group: str, out: Storage, cfg: Residu
     keys = {r[0]: "|".join(map(str, r)) for r in todo.select(*KEY_COLUMNS).iter_rows()}
     mpath, qpath = f"{group_dir(group)}/{MANIFEST_NAME}", f"{group_dir(group)}/quarantine.parquet"
     kept = _kept(out.read_json(mpath), keys, cfg, out) if out.exists(mpath) else None
+    dest = out  # where this run writes: the group itself when it grows, a staging copy when rebuilt
     if kept is not None:
         kept_shards, kept_quarantined = kept
         old_q = out.read_parquet(qpath) if out.exists(qpath) else q.empty()
@@ -265,10 +266,12 @@ def materialize_group(pairs: pl.DataFrame, group: str, out: Storage, cfg: Residu
         todo_new = todo.filter(~pl.col("pair_id").is_in(list(done)))
         first = 1 + max((int(s["path"].rsplit("-", 1)[1].split(".")[0]) for s in kept_shards), default=-1)
     else:
+        # Rebuilt in a staging folder and swapped in once whole: a run that fails midway (the
+        # long part) leaves the previous shards and manifest as they were.
         kept_shards, old_q, todo_new, first = [], q.empty(), todo, 0
-        for stale in out.list_files(group_dir(group)):
-            out.remove(stale)
-    writer = ShardWriter(out, group, cfg.image_size, int(cfg.shard_max_mb * 2**20), first_index=first)
+        dest = out.sub(f".staging-{group}")
+        dest.remove()
+    writer = ShardWriter(dest, group, cfg.image_size, int(cfg.shard_max_mb * 2**20), first_index=first)
     qparts, previews = [old_q] if old_q.height else [], []
     rows = todo_new.to_dicts()
     batches = [rows[i:i + cfg.batch_size] for i in range(0, len(rows), cfg.batch_size)]
@@ -298,14 +301,27 @@ def materialize_group(pairs: pl.DataFrame, group: str, out: Storage, cfg: Residu
     quarantined = pl.concat(qparts, how="vertical_relaxed") if qparts else q.empty()
     rows_out = sum(s["rows"] for s in shards)
     assert todo.height == rows_out + quarantined.height, "residual_images: pairs lost"
-    out.write_parquet(quarantined, group_dir(group), "quarantine.parquet")
+    dest.write_parquet(quarantined, group_dir(group), "quarantine.parquet")
     q_ids = quarantined.select(_quarantined_pair()).to_series().to_list() if quarantined.height else []
     manifest = {"group": group, "image_size": cfg.image_size, "inputs_hash": digest, "shards": shards,
                 "rows_in": todo.height, "rows_out": rows_out, "rows_quarantined": quarantined.height,
                 "config": asdict(cfg), "config_hash": _config_hash(cfg), "quarantined_ids": q_ids,
                 "quarantined_digest": _digest(q_ids, keys), "rows_added": todo_new.height}
-    out.write_json(manifest, mpath)
+    dest.write_json(manifest, mpath)
+    if dest is not out:
+        _swap_in(out, dest, group)
     return GroupResult(group, manifest, quarantined, False, previews)
+
+
+def _swap_in(out: Storage, staging: Storage, group: str) -> None:
+    """The rebuilt group replaces the previous one: old files out, new ones moved in (renames on
+    a local root), the manifest last so it never names a shard not yet in place."""
+    for old in out.list_files(group_dir(group)):
+        out.remove(old)
+    out.fs.makedirs(out.url(group_dir(group)), exist_ok=True)
+    for rel in sorted(staging.list_files(group_dir(group)), key=lambda f: f.endswith(MANIFEST_NAME)):
+        out.fs.mv(staging.url(rel), out.url(rel))
+    staging.remove()
 
 
 def write_root_manifest(out: Storage, image_size: int) -> dict:

@@ -63,7 +63,7 @@ def variant_data(params: dict, folder: str, log: Callable[[str], None] = lambda 
     log(f"variant data: {counts['rows_out']} question rows ({counts['rows_quarantined']} quarantined) "
         f"in {dst.url(prepare.PAIRS)}; residuals in {out.root}")
     prepare.run_residuals(dst, out, prepare.residual_config(params), list(GROUPS), out.options,
-                          base=str(repo_root()), within=prepare.image_root(params))
+                          base=str(repo_root()), within=prepare.image_root(params, dst))
     failure = prepare.blocking_failure(prepare.check_residuals(out, list(GROUPS)))
     if failure:
         raise UserError(f"{out.root}: {failure}")

@@ -193,7 +193,7 @@ def register(app: typer.Typer) -> None:
                 task = bar.add_task("residuals", total=total)
                 results, manifest = prepare.run_residuals(pre, dest, residual_config(p), groups, dest.options,
                                                           progress=lambda n: bar.advance(task, n),
-                                                          base=str(repo_root()), within=prepare.image_root(p))
+                                                          base=str(repo_root()), within=prepare.image_root(p, pre))
             ran = [r for r in results if r.manifest["rows_in"]]
             total = {k: sum(r.manifest[k] for r in ran) for k in ("rows_in", "rows_out", "rows_quarantined")}
             err_console.print(f"residual_images: {total['rows_in']} pairs = {total['rows_out']} written + "

@@ -157,7 +157,7 @@ def residual_images(context: dg.AssetExecutionContext, params: SpotdiffParams, g
     pairs = prepared.read_parquet(prepare.PAIRS)
     res = materialize_group(pairs, group, out, cfg, pairs_source=prepared.url(prepare.PAIRS), options=out.options,
                             progress=lambda n: None, base=str(repo_root()),
-                            within=prepare.image_root(p))
+                            within=prepare.image_root(p, prepared))
     write_root_manifest(out, cfg.image_size)
     stats, previews = read_group_back(out, group)
     m = res.manifest

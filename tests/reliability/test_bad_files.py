@@ -142,11 +142,14 @@ def test_a_link_out_of_the_data_root_is_refused_and_a_link_inside_it_read(tmp_pa
     assert read_url(str(tmp_path / "linked-root" / "film.jpg"), within=str(tmp_path / "linked-root"))
 
 
-def test_the_image_root_follows_params():
-    data = {"mimic_root": "data/embedded/mimic-cxr-jpg", "links_may_leave_root": False}
-    assert prepare.image_root({"data": data}) == str(REPO / "data/embedded/mimic-cxr-jpg")
-    assert prepare.image_root({"data": {**data, "links_may_leave_root": True}}) is None
-    assert prepare.image_root({"data": {**data, "mimic_root": "s3://bucket/mimic"}}) is None
+def test_the_image_root_is_the_root_the_images_were_ingested_from(tmp_path):
+    t = write_tiny(tmp_path / "raw", subjects=2)
+    prepared = Storage(str(tmp_path / "prep"))
+    params = {"data": {"links_may_leave_root": False}}
+    assert prepare.image_root(params, prepared) is None  # nothing ingested yet: nothing to say
+    prepare.run_ingest_images(Storage(str(t.mimic_root)), prepared)
+    assert prepare.image_root(params, prepared) == str(t.mimic_root)
+    assert prepare.image_root({"data": {"links_may_leave_root": True}}, prepared) is None
 
 
 @pytest.mark.timeout(60)

@@ -90,3 +90,42 @@ def test_kill_mid_run_then_rerun(setup):
         n = pairs.filter(pairs["group"] == group)["pair_id"].n_unique()
         assert counts["rows_in"] == n == counts["rows_out"] + counts["rows_quarantined"]
     assert sum(s["rows"] for s in after["shards"]) == pairs["pair_id"].n_unique()
+
+
+@pytest.mark.timeout(120)
+def test_a_rebuild_that_fails_midway_leaves_the_previous_group_whole(tmp_path, monkeypatch):
+    """A changed config rebuilds a group in a staging folder: a failure while writing it leaves
+    the previous shards, quarantine and manifest byte for byte, and the next run finishes the
+    rebuild and clears the staging folder."""
+    import assets.residuals as residuals
+    from assets.residuals import ResidualConfig, materialize_group
+
+    t = write_tiny(tmp_path / "raw", subjects=4, studies=3)
+    prepared, out = Storage(str(tmp_path / "prep")), Storage(str(tmp_path / "res"))
+    prepare.run_ingest_images(Storage(str(t.mimic_root)), prepared)
+    prepare.run_ingest_questions(Storage(str(t.diffvqa_root)), prepared, ["difference"])
+    pairs, _ = prepare.run_pairs(prepared, Storage(str(t.diffvqa_root)))
+    group = pairs["group"][0]
+    cfg = ResidualConfig(image_size=32, batch_size=1, register=False)
+    materialize_group(pairs, group, out, cfg)
+    before = {p: out.read_bytes(p) for p in out.list_files()}
+
+    calls = {"n": 0}
+    real = residuals._process_batch
+
+    def fails_on_the_second_batch(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("disk full")
+        return real(*args)
+
+    monkeypatch.setattr(residuals, "_process_batch", fails_on_the_second_batch)
+    changed = ResidualConfig(image_size=32, batch_size=1, register=False, low_pct=2.0)
+    with pytest.raises(RuntimeError):
+        materialize_group(pairs, group, out, changed)
+    assert {p: out.read_bytes(p) for p in out.list_files() if ".staging-" not in p} == before
+    monkeypatch.setattr(residuals, "_process_batch", real)
+    rebuilt = materialize_group(pairs, group, out, changed)
+    assert not rebuilt.skipped and not [p for p in out.list_files() if ".staging-" in p]
+    assert rebuilt.manifest["config"]["low_pct"] == 2.0
+    assert {s["path"] for s in rebuilt.manifest["shards"]} == {p for p in out.list_files() if "shard-" in p}
