@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from assets import quarantine as q
-from assets.params import resolve_path
+from assets.params import UserError, resolve_path
 from assets.registration import RegistrationConfig, identity, register_affine
 from assets.shards import IMAGE_COLUMNS, MANIFEST_NAME, SHARD_FORMAT, ShardWriter, encode_image, group_dir
 from assets.storage import FileRefused, Storage, read_url
@@ -333,13 +333,31 @@ def write_root_manifest(out: Storage, image_size: int) -> dict:
     misses a group another run just finished. (Object stores have no lock; the next partition's
     run, or `spotdiff residuals`, rebuilds the list from the group manifests.)"""
     if out.is_local:
-        import fcntl
-
         out.fs.makedirs(out.root, exist_ok=True)
         with open(out.fs._strip_protocol(out.url(".manifest.lock")), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            _lock_within(lock, LOCK_TIMEOUT_S)
             return _write_root_manifest(out, image_size)
     return _write_root_manifest(out, image_size)
+
+
+# Writing the root manifest takes milliseconds; a lock held this long is a stuck process.
+LOCK_TIMEOUT_S = 120
+
+
+def _lock_within(f, timeout_s: float) -> None:
+    import fcntl
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise UserError(f"{f.name}: still locked by another run after {timeout_s:.0f} s; "
+                                "if no other `residuals` run is going, delete the lock file") from None
+            time.sleep(0.1)
 
 
 def _write_root_manifest(out: Storage, image_size: int) -> dict:

@@ -24,11 +24,12 @@ TRAIN_CURVES = ("train/loss", "train/l_gen", "train/l_con")
 def git_commit(cwd: str | Path = ".") -> str:
     """HEAD, with '-dirty' when tracked files differ: a run must say which code made it."""
     try:
+        # bounded: git on a network filesystem or behind a lock can stall; the commit is a tag
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                              text=True, check=True).stdout.strip()
+                              text=True, check=True, timeout=30).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+                               capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
         return "unknown"
     return head + ("-dirty" if dirty else "")
 

@@ -129,3 +129,24 @@ def test_a_rebuild_that_fails_midway_leaves_the_previous_group_whole(tmp_path, m
     assert not rebuilt.skipped and not [p for p in out.list_files() if ".staging-" in p]
     assert rebuilt.manifest["config"]["low_pct"] == 2.0
     assert {s["path"] for s in rebuilt.manifest["shards"]} == {p for p in out.list_files() if "shard-" in p}
+
+
+@pytest.mark.timeout(60)
+def test_a_root_manifest_lock_held_by_a_stuck_run_is_a_bounded_wait(tmp_path, monkeypatch):
+    """Partitions take an exclusive lock to rewrite the root manifest; one held by a stuck
+    process is waited for only LOCK_TIMEOUT_S, then refused in one line naming the lock file."""
+    import fcntl
+
+    import assets.residuals as residuals
+    from assets.params import UserError
+
+    out = Storage(str(tmp_path / "res"))
+    (tmp_path / "res").mkdir()
+    monkeypatch.setattr(residuals, "LOCK_TIMEOUT_S", 1)
+    with open(tmp_path / "res" / ".manifest.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        started = time.monotonic()
+        with pytest.raises(UserError) as e:
+            residuals.write_root_manifest(out, 32)
+        assert time.monotonic() - started < 10 and ".manifest.lock" in str(e.value)
+    assert residuals.write_root_manifest(out, 32)["shards"] == []  # free again: written
