@@ -21,7 +21,7 @@ from assets.ingest import METADATA_CSV, QUESTIONS_CSV, SPLIT_CSV
 from assets.residuals import MAX_FILE_BYTES, ImageError, ResidualConfig, load_preprocessed, materialize_group
 from assets.storage import FileRefused, Storage, gzip_problem, read_url
 from pipelines.cli import app
-from tests.fixtures.tiny_mimic import write_tiny
+from tests.fixtures.tiny_mimic import ingested_group, write_tiny
 
 CFG = ResidualConfig(image_size=32, batch_size=4, register=False)  # registration is not under test
 REPO = Path(__file__).resolve().parents[2]
@@ -80,19 +80,6 @@ def test_symlink_to_a_regular_file_is_read_as_that_file(tmp_path):
     assert read_url(str(tmp_path / "link.jpg")) == target.read_bytes()
 
 
-def _one_group(tmp_path):
-    """A tiny MIMIC dataset ingested and paired: (dataset, prepared, residuals storage, pairs,
-    the first group, that group's pairs one row each)."""
-    t = write_tiny(tmp_path / "raw", subjects=6, studies=3)
-    prepared, res = Storage(str(tmp_path / "prep")), Storage(str(tmp_path / "res"))
-    prepare.run_ingest_images(Storage(str(t.mimic_root)), prepared)
-    prepare.run_ingest_questions(Storage(str(t.diffvqa_root)), prepared, ["difference"])
-    pairs, _ = prepare.run_pairs(prepared, Storage(str(t.diffvqa_root)))
-    group = pairs["group"][0]
-    return t, prepared, res, pairs, group, pairs.filter(pl.col("group") == group).unique(
-        "pair_id", keep="first", maintain_order=True)
-
-
 def _own_files(rows):
     """(pair_id, image path) for each image that belongs to no other pair of the rows."""
     used = list(rows["main_path"]) + list(rows["ref_path"])
@@ -104,7 +91,7 @@ def _own_files(rows):
 def test_fifo_and_dev_zero_in_a_group_are_quarantined_and_the_rest_written(tmp_path):
     """In `files/` as MIMIC names them: ingestion lists them, the residual step quarantines each
     pair with `not_regular_file` instead of blocking forever or reading gigabytes."""
-    t, prepared, res, pairs, group, rows = _one_group(tmp_path)
+    t, prepared, res, pairs, group, rows = ingested_group(tmp_path)
     # two pairs, each with one planted file that belongs to no other pair of the group
     targets = _own_files(rows)
     (fifo_pair, fifo_path), (zero_pair, zero_path) = targets[0], next(x for x in targets if x[0] != targets[0][0])
@@ -156,7 +143,7 @@ def test_the_image_root_is_the_root_the_images_were_ingested_from(tmp_path):
 def test_a_link_out_of_the_root_in_a_group_is_quarantined_and_the_rest_written(tmp_path):
     """`spotdiff residuals` on a dataset where one image under files/ links to a file outside
     the MIMIC root: that pair is quarantined `outside_root` with its row, the rest written."""
-    t, prepared, res, pairs, group, rows = _one_group(tmp_path)
+    t, prepared, res, pairs, group, rows = ingested_group(tmp_path)
     pair_id, path = _own_files(rows)[0]
     outside = tmp_path / "elsewhere.jpg"
     shutil.move(path, outside)
@@ -249,41 +236,6 @@ def test_file_refused_carries_its_reason(tmp_path):
     with pytest.raises(FileRefused) as e:
         read_url(str(tmp_path))
     assert e.value.reason == "not_regular_file"
-
-
-@pytest.mark.timeout(300)
-def test_residuals_run_from_another_folder_finds_the_images(tmp_path, monkeypatch):
-    """Data roots in params.yaml are relative to the repo root, and so are the image paths the
-    tables record: `spotdiff residuals` run from another folder (SPOTDIFF_PARAMS pointing at the
-    repo) reads the same images instead of quarantining every pair as missing_file."""
-    import yaml
-    from typer.testing import CliRunner
-
-    from pipelines.cli import app
-    from tests.fixtures.tiny_mimic import write_tiny
-
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    write_tiny(repo / "data", subjects=3)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"].update(mimic_root="data/mimic-cxr-jpg", diffvqa_root="data/medical-diff-vqa",
-                          prepared_root="data/prepared", residuals_root="data/residuals")
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.setenv("SPOTDIFF_PARAMS", str(repo / "params.yaml"))
-    runner = CliRunner()
-    monkeypatch.chdir(repo)
-    for cmd in (["ingest"], ["pairs", "--from-ingest"]):
-        r = runner.invoke(app, cmd + ["--profile", "smoke"])
-        assert r.exit_code == 0, r.output
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    r = runner.invoke(app, ["residuals", "--profile", "smoke"])
-    assert r.exit_code == 0, r.output
-    groups = json.loads((repo / "data/residuals/manifest.json").read_text())["groups"]
-    assert sum(g["rows_out"] for g in groups.values()) > 0, groups
-    assert all(g["rows_quarantined"] == 0 for g in groups.values()), groups
-    assert not (elsewhere / "data").exists()  # nothing written relative to the wrong folder
 
 
 @pytest.mark.timeout(60)

@@ -18,7 +18,7 @@ import yaml
 from assets import prepare
 from assets.storage import Storage, content_hash
 from assets.params import PARAMS_ENV, repo_root
-from tests.fixtures.tiny_mimic import write_tiny
+from tests.fixtures.tiny_mimic import ingested_group, write_tiny
 
 
 @pytest.fixture(scope="module")
@@ -100,12 +100,7 @@ def test_a_rebuild_that_fails_midway_leaves_the_previous_group_whole(tmp_path, m
     import assets.residuals as residuals
     from assets.residuals import ResidualConfig, materialize_group
 
-    t = write_tiny(tmp_path / "raw", subjects=4, studies=3)
-    prepared, out = Storage(str(tmp_path / "prep")), Storage(str(tmp_path / "res"))
-    prepare.run_ingest_images(Storage(str(t.mimic_root)), prepared)
-    prepare.run_ingest_questions(Storage(str(t.diffvqa_root)), prepared, ["difference"])
-    pairs, _ = prepare.run_pairs(prepared, Storage(str(t.diffvqa_root)))
-    group = pairs["group"][0]
+    _, _, out, pairs, group, _ = ingested_group(tmp_path, subjects=4)
     cfg = ResidualConfig(image_size=32, batch_size=1, register=False)
     materialize_group(pairs, group, out, cfg)
     before = {p: out.read_bytes(p) for p in out.list_files()}
