@@ -5,6 +5,7 @@ written once. `python -m pytest tests/reliability/test_killed_residuals.py`"""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -145,3 +146,22 @@ def test_a_root_manifest_lock_held_by_a_stuck_run_is_a_bounded_wait(tmp_path, mo
             residuals.write_root_manifest(out, 32)
         assert time.monotonic() - started < 10 and ".manifest.lock" in str(e.value)
     assert residuals.write_root_manifest(out, 32)["shards"] == []  # free again: written
+
+
+@pytest.mark.timeout(300)
+def test_a_shard_truncated_on_disk_is_rebuilt_by_the_next_residuals_run(setup):
+    """`spotdiff residuals` twice, a shard cut in half between: the second run does not call the
+    group up to date (the manifest's size and sha256 no longer match), rewrites it whole, and
+    the shard reads back."""
+    tmp = setup
+    out = tmp / "trunc"
+    first = subprocess.run(_cmd(tmp, out), env=_env(tmp), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    shard = _visible_shards(out)[0]
+    whole = shard.read_bytes()
+    shard.write_bytes(whole[: len(whole) // 2])
+    second = subprocess.run(_cmd(tmp, out), env=_env(tmp), capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    groups = int(re.search(r"(\d+) groups \(0 up to date\)", first.stderr).group(1))
+    assert f"{groups} groups ({groups - 1} up to date)" in second.stderr, second.stderr  # all but the cut one
+    assert shard.read_bytes() == whole and pq.read_table(shard).num_rows == 1
