@@ -105,6 +105,23 @@ def summarize(runs: list[dict]) -> dict[str, dict[str, tuple[float, float, int]]
     return out
 
 
+def paired_delta(runs: list[dict], name: str, base: str = "baseline",
+                 metric: str = "test_change_f1") -> tuple[float, float, float, int] | None:
+    """A variant minus the baseline, seed by seed (same seed: same data order and start), as
+    (mean, 95 % low, 95 % high, seeds): Student's t over the paired differences, which is what
+    three seeds can say. None below two paired seeds."""
+    from scipy.stats import t as student_t
+
+    by_seed = {r["seed"]: r["metrics"].get(metric) for r in runs if r["variant"] == base}
+    diffs = [r["metrics"][metric] - by_seed[r["seed"]] for r in runs
+             if r["variant"] == name and metric in r["metrics"] and by_seed.get(r["seed"]) is not None]
+    if len(diffs) < 2:
+        return None
+    mean, sd = _mean_sd(diffs)
+    half = float(student_t.ppf(0.975, len(diffs) - 1)) * sd / len(diffs) ** 0.5
+    return mean, mean - half, mean + half, len(diffs)
+
+
 def bar_chart(summary: dict, path: Path, metrics=("test_change_f1", "test_BLEU-4", "test_CIDEr")) -> Path:
     import matplotlib
 
@@ -177,7 +194,10 @@ def results_markdown(summary: dict, runs: list[dict], group: str, chart: str, se
                 continue
             delta = m["test_change_f1"][0] - base[0]
             verdict = "met" if delta >= GOAL_DELTA else "not met"
-            lines.append(f"- {name}: Δ change-F1 = {delta:+.3f} vs baseline ({verdict})")
+            paired = paired_delta(runs, name)
+            ci = (f" [95 % CI {paired[1]:+.3f}, {paired[2]:+.3f} over {paired[3]} paired seeds]"
+                  if paired else "")
+            lines.append(f"- {name}: Δ change-F1 = {delta:+.3f}{ci} vs baseline ({verdict})")
         lines.append("")
     lines += ["Runs:", ""]
     for r in sorted(runs, key=lambda r: (list(VARIANTS).index(r["variant"]), r["seed"])):

@@ -46,8 +46,22 @@ def test_summary_means_and_goal_verdicts(tmp_path):
     assert chart.stat().st_size > 0
     md = results_markdown(summary, _runs(), "g1", "figures/a.png", "Setup: test.")
     assert "| +residual+RFA | 2 | 0.340 ± 0.014 |" in md
-    assert f"+residual: Δ change-F1 = {0.26 - 0.21:+.3f} vs baseline (not met)" in md
-    assert f"+residual+RFA: Δ change-F1 = {0.34 - 0.21:+.3f} vs baseline (met)" in md
+    # paired by seed: +residual is baseline + 0.05 in both seeds, so its interval has no width
+    assert f"+residual: Δ change-F1 = {0.26 - 0.21:+.3f} [95 % CI +0.050, +0.050 over 2 paired seeds] vs baseline (not met)" in md
+    assert f"+residual+RFA: Δ change-F1 = {0.34 - 0.21:+.3f} [95 % CI " in md and "vs baseline (met)" in md
+
+
+def test_paired_delta_is_a_t_interval_over_the_seeds_differences():
+    from models.ablation import paired_delta
+
+    runs = [{"variant": v, "seed": s, "metrics": {"test_change_f1": f1}}
+            for v, vals in {"baseline": [0.1, 0.2, 0.3], "+x": [0.2, 0.4, 0.4]}.items()
+            for s, f1 in enumerate(vals)]
+    mean, lo, hi, n = paired_delta(runs, "+x")  # differences 0.1, 0.2, 0.1
+    assert n == 3 and mean == pytest.approx(0.4 / 3)
+    half = 4.302653 * 0.0577350 / 3 ** 0.5  # t(0.975, 2) · sd / √3
+    assert (lo, hi) == (pytest.approx(mean - half, rel=1e-4), pytest.approx(mean + half, rel=1e-4))
+    assert paired_delta(runs[:1] + runs[3:4], "+x") is None  # one seed: no interval
     assert 0.34 - 0.21 >= GOAL_DELTA > 0.26 - 0.21
 
 
