@@ -51,7 +51,9 @@ class Storage:
         return self.fs.exists(self.url(*parts))
 
     def read_bytes(self, *parts: str) -> bytes:
-        with self.fs.open(self.url(*parts), "rb") as f:
+        """The whole file, after the kind check of open_regular (a FIFO or a device put where a
+        table should be is refused, not read forever)."""
+        with self.open(*parts) as f:
             return f.read()
 
     def open(self, *parts: str, max_bytes: int | None = None):
@@ -120,6 +122,8 @@ class Storage:
 
     def scan_parquet(self, *parts: str) -> pl.LazyFrame:
         if self.is_local:
+            with self.open(*parts):  # the kind check only: polars would block on a FIFO
+                pass
             return pl.scan_parquet(self.url(*parts))
         # polars' object_store takes its own str options, not fsspec's client_kwargs: fetch via
         # fsspec once (prepared tables are tens of MB) and scan from memory, as scan_csv does.

@@ -288,3 +288,20 @@ def test_every_data_step_run_from_another_folder_uses_the_repo_roots(tmp_path, m
     groups = json.loads((repo / "data/residuals/manifest.json").read_text())["groups"]
     assert sum(g["rows_out"] for g in groups.values()) > 0
     assert all(g["rows_quarantined"] == 0 for g in groups.values()), groups
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_where_a_table_should_be_is_one_line_not_a_hang(tmp_path):
+    """A pipeline table (pairs.parquet) replaced by a FIFO: `spotdiff residuals` refuses it in
+    one line naming it, exit 2, instead of waiting for a writer."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    prepared = tmp_path / "prep"
+    prepared.mkdir()
+    os.mkfifo(prepared / "pairs.parquet")
+    r = CliRunner().invoke(app, ["residuals", "--prepared", str(prepared), "--out", str(tmp_path / "res"),
+                                 "--profile", "smoke"])
+    assert r.exit_code == 2 and "pairs.parquet is a FIFO, not a regular file" in r.output, r.output
+    assert "Traceback" not in r.output
