@@ -74,7 +74,6 @@ def _ingest(p: dict, with_pairs: bool = False):
     from rich.progress import Progress
 
     from assets import prepare
-    from assets.ingest import SchemaError
     from assets.params import storage_for
 
     d = p["data"]
@@ -82,14 +81,12 @@ def _ingest(p: dict, with_pairs: bool = False):
     args = (mimic, diffvqa, prepared, bool(d["check_files"]), p["pairs"]["question_types"])
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task("ingest", total=2)
-        try:
-            if with_pairs:
-                c1, c2, c3 = prepare.run_ingest_and_pairs(*args, progress=lambda: bar.advance(task),
-                                                          **prepare.pairs_options(p))
-            else:
-                c1, c2 = prepare.run_ingest(*args, progress=lambda: bar.advance(task))
-        except SchemaError as e:
-            raise UserError(str(e)) from e
+        # a SchemaError (a table that cannot be read) is one line through user_errors
+        if with_pairs:
+            c1, c2, c3 = prepare.run_ingest_and_pairs(*args, progress=lambda: bar.advance(task),
+                                                      **prepare.pairs_options(p))
+        else:
+            c1, c2 = prepare.run_ingest(*args, progress=lambda: bar.advance(task))
     _report("mimic_images", c1)
     _report("diffvqa_questions", c2)
     gx_gate(prepare.check_ingest(prepared, mimic))
@@ -99,7 +96,6 @@ def _ingest(p: dict, with_pairs: bool = False):
 
 def _pairs(p: dict):
     from assets import prepare
-    from assets.ingest import SchemaError
     from assets.params import storage_for
 
     d = p["data"]
@@ -107,10 +103,7 @@ def _pairs(p: dict):
     for f in (prepare.IMAGES, prepare.QUESTIONS):
         if not prepared.exists(f):
             raise UserError(f"{prepared.url(f)}: not found; run `spotdiff ingest` first or drop --from-ingest")
-    try:
-        _, c = prepare.run_pairs(prepared, storage_for(d["diffvqa_root"]), **prepare.pairs_options(p))
-    except SchemaError as e:
-        raise UserError(str(e)) from e
+    _, c = prepare.run_pairs(prepared, storage_for(d["diffvqa_root"]), **prepare.pairs_options(p))
     _pairs_written(p, c)
 
 
