@@ -27,6 +27,8 @@ VARIANTS: dict[str, dict] = {
     "+residual+RFA": {"use_residual": True, "use_rfa": True, "residual_kind": "naive", **_PAPER},
     "+registered residual+RFA": {"use_residual": True, "use_rfa": True,
                                  "residual_kind": "registered", **_PAPER},
+    # the heads on the paper's baseline: with "+finding heads" it measures the residual's own share
+    "baseline+finding heads": {**_HEADS, "use_residual": False, "use_rfa": False},
     "+finding heads": _HEADS,
     "+finding heads+pretraining": _HEADS,
     "+finding heads+pair states": {**_HEADS, "residual_input": "stack", "pair_states": True},

@@ -21,6 +21,11 @@ def test_variants_are_valid_model_configs_and_differ_only_in_flags():
     assert not any(cfgs[n].finding_heads for n in ("baseline", "+residual", "+residual+RFA"))
     assert cfgs["+finding heads"].finding_tokens and PRETRAIN_EPOCHS["+finding heads+pretraining"] > 0
     assert "+finding heads" not in PRETRAIN_EPOCHS
+    # the heads without the residual branch: the pair that isolates the residual's share
+    no_res, res = cfgs["baseline+finding heads"], cfgs["+finding heads"]
+    assert no_res.finding_heads and not no_res.use_residual and not no_res.use_rfa and res.use_residual
+    assert {k: v for k, v in VARIANTS["baseline+finding heads"].items() if k not in ("use_residual", "use_rfa")} == {
+        k: v for k, v in VARIANTS["+finding heads"].items() if k not in ("use_residual", "use_rfa")}
     assert cfgs["+finding heads+pair states"].pair_states and not cfgs["+finding heads"].pair_states
     # AMiF's rows add its parts to the default model, one at a time; no other row has them
     amif = [n for n, c in cfgs.items() if c.amif_align or c.gated_fusion]
