@@ -25,6 +25,14 @@ def test_repo_params_load_for_every_profile():
         assert "profiles" not in params
 
 
+def test_every_profile_registers_its_own_model():
+    """A smoke run's model must never become (or be compared with) the default champion that
+    `ask` and `serve` load: each profile names its own registered model."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    names = {p: load_params(REPO / "params.yaml", profile=p)["registry"]["model_name"] for p in raw["profiles"]}
+    assert len(set(names.values())) == len(names), names
+
+
 def repo_params(tmp_path, edit=lambda raw: None, profiles=None):
     """The repo's params.yaml with an edit, written to tmp_path (the schema wants every section)."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -27,10 +27,12 @@ import pytest
 import requests
 import yaml
 
+from assets.params import load_params
 from models.tracking import use_store
 
 REPO = Path(__file__).resolve().parents[2]
 CHAIN = ("synth", "ingest", "pairs", "residuals", "pretrain", "train", "evaluate", "register", "promote")
+NAME = load_params(profile="smoke")["registry"]["model_name"]  # the smoke profile's own model
 QUESTION = "what has changed compared to the reference image?"
 
 pytestmark = pytest.mark.slow
@@ -70,7 +72,7 @@ def chain(tmp_path_factory):
     if not gate["promoted"]:  # the manual promotion an operator would do, for the tests below
         from mlflow import MlflowClient
 
-        MlflowClient(uri, registry_uri=uri).set_registered_model_alias("spotdiff-real", "champion", "1")
+        MlflowClient(uri, registry_uri=uri).set_registered_model_alias(NAME, "champion", "1")
     return {"repo": repo, "env": env, "first": out.stdout + out.stderr, "wall": wall, "uri": uri,
             "gate": gate, "started": started}
 
@@ -92,7 +94,7 @@ def test_repro_runs_the_chain_and_ends_with_the_gate_decision(chain):
     assert "champion:" in summary
     gate = chain["gate"]
     c = client(chain)
-    mv = c.get_model_version_by_alias("spotdiff-real", "candidate")
+    mv = c.get_model_version_by_alias(NAME, "candidate")
     assert gate["candidate"] == str(mv.version) == "1"
     # the gate: validation change-F1 against the question prior of the same split (+ margin)
     f1, floor = float(mv.tags["val.change_f1"]), float(mv.tags["val.prior_change_f1"])
@@ -135,7 +137,7 @@ def test_repro_runs_the_chain_and_ends_with_the_gate_decision(chain):
     # the version explains itself: its model card is the registry description and a file
     card = mv.description
     assert card == (chain["repo"] / "runs/registry/model_card.md").read_text()
-    assert card.startswith("# spotdiff-real version 1") and mv.tags["data_version"] in card and head[:12] in card
+    assert card.startswith(f"# {NAME} version 1") and mv.tags["data_version"] in card and head[:12] in card
     lock = yaml.safe_load((chain["repo"] / "dvc.lock").read_text())
     residuals_md5 = next(o["md5"] for o in lock["stages"]["residuals"]["outs"])
     assert residuals_md5 in card
@@ -147,7 +149,7 @@ def test_repro_runs_the_chain_and_ends_with_the_gate_decision(chain):
 def test_second_repro_is_a_no_op(chain):
     out = run(["dvc", "repro"], chain["repo"], chain["env"])
     assert "Running stage" not in out.stdout + out.stderr
-    assert len(client(chain).search_model_versions("name='spotdiff-real'")) == 1  # registry untouched
+    assert len(client(chain).search_model_versions(f"name='{NAME}'")) == 1  # registry untouched
 
 
 def test_param_change_reruns_only_dependents(chain):
@@ -194,7 +196,7 @@ def _in_process(chain, main: Path, ref: Path) -> dict:
     import mlflow
 
     use_store(chain["uri"])  # tracking AND registry: a registry URI left by another test must not win
-    model = mlflow.pyfunc.load_model("models:/spotdiff-real@champion")
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     out = model.predict(__import__("pandas").DataFrame([{
         "main_image": base64.b64encode(main.read_bytes()).decode(),
         "ref_image": base64.b64encode(ref.read_bytes()).decode(), "question": QUESTION}]))
@@ -355,23 +357,23 @@ def test_load_concurrent_requests_no_errors(chain, served):
 def test_promotion_is_idempotent_and_refuses_an_unevaluated_version(chain):
     repo, env = chain["repo"], chain["env"]
     c = client(chain)
-    before = {mv.version: dict(mv.tags) for mv in c.search_model_versions("name='spotdiff-real'")}
+    before = {mv.version: dict(mv.tags) for mv in c.search_model_versions(f"name='{NAME}'")}
     again = run(["spotdiff", "register"], repo, env)
     assert json.loads(again.stdout)["created"] is False
     run(["spotdiff", "promote"], repo, env)
-    after = {mv.version: dict(mv.tags) for mv in c.search_model_versions("name='spotdiff-real'")}
+    after = {mv.version: dict(mv.tags) for mv in c.search_model_versions(f"name='{NAME}'")}
     assert after == before
-    assert str(c.get_model_version_by_alias("spotdiff-real", "champion").version) == "1"
+    assert str(c.get_model_version_by_alias(NAME, "champion").version) == "1"
     # a version registered without evaluation (no val.* tags) cannot be promoted
-    v1 = c.get_model_version("spotdiff-real", "1")
+    v1 = c.get_model_version(NAME, "1")
     # mlflow resolves a models:/m-... source through the process-global tracking URI, not the
     # client's (its own TODO in SqlAlchemyStore.create_model_version); the autouse
     # _isolate_mlflow_uris fixture undoes this after the test
     use_store(chain["uri"])
-    bare = c.create_model_version("spotdiff-real", v1.source, run_id=v1.run_id)
-    c.set_registered_model_alias("spotdiff-real", "candidate", bare.version)
+    bare = c.create_model_version(NAME, v1.source, run_id=v1.run_id)
+    c.set_registered_model_alias(NAME, "candidate", bare.version)
     refused = run(["spotdiff", "promote"], repo, env, ok=False)
     # rich wraps the line at the terminal width: compare with whitespace collapsed
     assert refused.returncode == 2 and "evaluate it before promotion" in " ".join(refused.stderr.split())
-    assert str(c.get_model_version_by_alias("spotdiff-real", "champion").version) == "1"
-    assert c.get_model_version("spotdiff-real", bare.version).tags["promotion.decision"] == "refused"
+    assert str(c.get_model_version_by_alias(NAME, "champion").version) == "1"
+    assert c.get_model_version(NAME, bare.version).tags["promotion.decision"] == "refused"
