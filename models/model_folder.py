@@ -35,6 +35,8 @@ MAX_PREPROCESS_BYTES = 64 * 1024
 CHECKPOINT_BOUNDS = {"model.safetensors": 4 * 1024**3, "config.json": 1024 * 1024}
 MAX_TOKENIZER_FILE_BYTES = 32 * 1024 * 1024
 MAX_FILES = 10_000
+# a whole folder fetched from a tracking store: the checkpoint's bounds plus tokenizer and code
+MAX_FOLDER_BYTES = sum(CHECKPOINT_BOUNDS.values()) + 256 * 1024 * 1024
 # suffixes of formats that unpickle on load (torch.save, joblib, numpy object arrays, dill, ...)
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".cloudpickle", ".pt", ".pth", ".ckpt", ".bin", ".joblib",
                    ".dill", ".npy", ".npz"}
@@ -70,9 +72,32 @@ def local_folder(model_uri: str, dst: Path | None = None, tracking: str | None =
         use_store(tracking)
     dst = dst or Path(tempfile.mkdtemp(prefix="spotdiff-model-"))
     try:
+        _check_listing(model_uri)  # sizes from the store's listing, before a byte is fetched
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
     except mlflow.exceptions.MlflowException as e:
         raise ModelFolderError(f"{model_uri}: cannot load the model ({e.message.splitlines()[0]})") from e
+
+
+def _check_listing(model_uri: str) -> None:
+    """Walk the store's listing of the model's artifacts (at most MAX_FILES entries) and refuse
+    a folder whose files add up past MAX_FOLDER_BYTES: a download is bounded before it starts,
+    not after the disk fills."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    repo = get_artifact_repository(model_uri)  # models:/, runs:/, s3://, file: ... alike
+    total, seen, todo = 0, 0, [None]
+    while todo:
+        for info in repo.list_artifacts(todo.pop()):
+            seen += 1
+            if seen > MAX_FILES:
+                raise ModelFolderError(f"{model_uri}: more than {MAX_FILES} files; not a spotdiff model")
+            if info.is_dir:
+                todo.append(info.path)
+                continue
+            total += info.file_size or 0
+            if total > MAX_FOLDER_BYTES:
+                raise ModelFolderError(f"{model_uri}: more than {MAX_FOLDER_BYTES} bytes of files (at "
+                                       f"{info.path}); not a spotdiff model")
 
 
 def _files(folder: Path) -> list[Path]:

@@ -37,7 +37,11 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     path = Path(path)
     if not (path / "tokenizer.json").exists():
         raise FileNotFoundError(f"{path}: no tokenizer.json (save one with save_pretrained)")
-    return _wrap(Tokenizer.from_file(str(path / "tokenizer.json")))
+    try:
+        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    except Exception as e:  # the tokenizers library raises a bare Exception for a malformed file
+        raise ValueError(f"{path / 'tokenizer.json'}: not a tokenizer ({e})") from None
+    return _wrap(tok)
 
 
 def encode_questions(tok: PreTrainedTokenizerFast, texts: list[str], max_len: int):

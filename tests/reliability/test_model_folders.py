@@ -193,3 +193,36 @@ def test_a_column_the_model_does_not_read_is_refused():
         answer_rows(NeverAsked(), [{"main_image": "x", "ref_image": "y", "questoin": "q"}], allow_paths=False)
     with pytest.raises(InputError, match="at most 16"):
         answer_rows(NeverAsked(), [{}] * 17, allow_paths=False)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("command", ["ask", "serve"])
+def test_a_store_model_past_the_size_bound_is_refused_before_it_is_fetched(env, monkeypatch, command):
+    """A models:/ or runs:/ URI is fetched through the tracking store: its listing is summed
+    first, and a folder past the bound is refused without a byte of it on this disk."""
+    import tempfile
+
+    import mlflow
+
+    from models import model_folder
+
+    folder = _from_code(env / "big", env / "marker")
+    (folder / "artifacts" / "checkpoint" / "tokenizer").mkdir()
+    (folder / "artifacts" / "checkpoint" / "tokenizer" / "tokenizer.json").write_bytes(b"{}" + b" " * 20_000)
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(folder), "model")
+    fetched = env / "fetched"
+    fetched.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(fetched))  # where the download would land
+    monkeypatch.setattr(model_folder, "MAX_FOLDER_BYTES", 16_000)
+    uri = f"runs:/{run.info.run_id}/model"
+    args = ["ask", "--main", str(env / "main.jpg"), "--ref", str(env / "ref.jpg")] if command == "ask" else ["serve"]
+    r = runner.invoke(_app(), args + ["--model-uri", uri])
+    _one_line(r, uri, "more than 16000 bytes", "tokenizer.json")
+    assert not [p for p in fetched.rglob("*") if p.is_file()]
+    assert not (env / "marker").exists()
+    # under the bound the same folder is fetched, and refused by the next check, not this one
+    monkeypatch.setattr(model_folder, "MAX_FOLDER_BYTES", 64_000)
+    r = runner.invoke(_app(), args + ["--model-uri", uri])
+    assert r.exit_code == 2 and "more than" not in r.output, r.output
