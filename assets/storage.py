@@ -24,6 +24,10 @@ import polars as pl
 from fsspec.implementations.local import LocalFileSystem
 
 
+# a set of files being renamed into place (Storage.write_set); present only while that runs
+SET_JOURNAL = ".write-set.json"
+
+
 @dataclass(frozen=True)
 class Storage:
     """A root (path or URL) and the fsspec options to reach it."""
@@ -94,9 +98,12 @@ class Storage:
 
     def write_set(self, files: dict[str, bytes | pl.DataFrame | dict]) -> list[str]:
         """A step's outputs as one set: every file is written to a temp name first (the slow,
-        failure-prone part), and only when all are written are they renamed into place. A run
-        that fails while writing leaves the previous set whole — never new images.parquet
+        failure-prone part); then a journal naming every (temp, final) pair is written, the
+        renames run, and the journal goes. A run that fails while writing leaves the previous
+        set whole; one killed between two renames leaves the journal, and the next read or write
+        of this root finishes the renames (`finish_interrupted_set`): never new images.parquet
         beside old questions. Values: bytes, a DataFrame (parquet) or a dict (JSON)."""
+        self.finish_interrupted_set()
         staged: list[tuple[str, str]] = []
         try:
             for rel, value in files.items():
@@ -104,23 +111,43 @@ class Storage:
                     value = parquet_bytes(value)
                 elif isinstance(value, dict):
                     value = json_bytes(value)
-                target = self.url(rel)
-                staged.append((self._stage(value, target), target))
+                tmp = self._stage(value, self.url(rel))
+                staged.append((posixpath.join(posixpath.dirname(rel), posixpath.basename(tmp)), rel))
         except BaseException:
             for tmp, _ in staged:
-                self.fs.rm(tmp)
+                self.fs.rm(self.url(tmp))
             raise
-        for tmp, target in staged:
-            self.fs.mv(tmp, target)
-        return [t for _, t in staged]
+        # paths relative to the root: the journal is finished from wherever the next step runs
+        self.write_bytes(json_bytes({"renames": staged}), SET_JOURNAL)
+        self.finish_interrupted_set()
+        return [self.url(rel) for _, rel in staged]
+
+    def finish_interrupted_set(self) -> None:
+        """Complete the renames of a set whose journal is still there. Every temp file the
+        journal names was whole before the journal was written, so finishing is always right; a
+        rename already done (its temp gone) is skipped."""
+        if not self.fs.exists(self.url(SET_JOURNAL)):
+            return
+        journal = json.loads(self.read_bytes(SET_JOURNAL))
+        for tmp, rel in journal["renames"]:
+            try:
+                self.fs.mv(self.url(tmp), self.url(rel))
+            except FileNotFoundError:  # renamed before the interruption, or by a concurrent finisher
+                pass
+        try:
+            self.fs.rm(self.url(SET_JOURNAL))
+        except FileNotFoundError:
+            pass
 
     def write_parquet(self, df: pl.DataFrame, *parts: str) -> str:
         return self.write_bytes(parquet_bytes(df), *parts)
 
     def read_parquet(self, *parts: str) -> pl.DataFrame:
+        self.finish_interrupted_set()
         return pl.read_parquet(io.BytesIO(self.read_bytes(*parts)))
 
     def scan_parquet(self, *parts: str) -> pl.LazyFrame:
+        self.finish_interrupted_set()
         if self.is_local:
             with self.open(*parts):  # the kind check only: polars would block on a FIFO
                 pass
