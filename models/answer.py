@@ -146,10 +146,15 @@ class Answerer:
         return self.tokenizer.decode(ids, skip_special_tokens=True,
                                      clean_up_tokenization_spaces=False)
 
-    def ask(self, main_bytes: bytes, ref_bytes: bytes, question: str) -> dict:
+    def ask(self, main_bytes: bytes, ref_bytes: bytes, question: str, inputs: list | None = None) -> dict:
+        """Decode, register and answer. `inputs`, when given, receives the prepared (main, ref,
+        residual) tensors, so a heatmap of the same pair does not decode and register it again."""
         main = decode(main_bytes, "main_image", self.prep)
         ref = decode(ref_bytes, "ref_image", self.prep)
-        text = self.answer(*prepare_pair(main, ref, self.prep), question)
+        tensors = prepare_pair(main, ref, self.prep)
+        text = self.answer(*tensors, question)
+        if inputs is not None:
+            inputs.append(tensors)
         changes = parse_prediction(text)
         return {"answer": text, "changes": changes.to_dict() if changes is not None else None}
 
@@ -195,11 +200,13 @@ MAX_ROWS = 16
 INPUT_COLUMNS = ("main_image", "ref_image", "question")
 
 
-def answer_rows(answerer: "Answerer", rows: list[dict], allow_paths: bool) -> list[dict]:
+def answer_rows(answerer: "Answerer", rows: list[dict], allow_paths: bool,
+                inputs: list | None = None) -> list[dict]:
     """The served model's and `spotdiff ask`'s one request path: rows of main_image, ref_image
     (base64, or a path when allow_paths) and question -> answer and changes (JSON, "null" when
     unparseable). A column the model does not read is refused, not ignored: a misspelt field
-    would otherwise be answered as if it were absent."""
+    would otherwise be answered as if it were absent. `inputs` collects each row's prepared
+    tensors (Answerer.ask)."""
     import json
 
     if len(rows) > MAX_ROWS:
@@ -213,7 +220,7 @@ def answer_rows(answerer: "Answerer", rows: list[dict], allow_paths: bool) -> li
         try:
             res = answerer.ask(image_bytes(row.get("main_image"), "main_image", allow_paths),
                                image_bytes(row.get("ref_image"), "ref_image", allow_paths),
-                               row.get("question"))
+                               row.get("question"), inputs)
         except InputError as e:
             raise InputError(where + str(e)) from None
         out.append({"answer": res["answer"], "changes": json.dumps(res["changes"])})

@@ -13,7 +13,7 @@ import numpy as np
 
 from assets.diffvqa.grammar import ChangeSet
 from assets.shards import decode_image
-from models.answer import Answerer, decode, prepare_pair
+from models.answer import Answerer, prepare_pair
 from models.data import open_parquet, shard_paths
 from models.metrics import parse_prediction
 
@@ -45,11 +45,9 @@ def _row(axes, answerer: Answerer, main, ref, residual, question: str, answer: s
         ax.axis("off")
 
 
-def ask_heatmap(answerer: Answerer, main_bytes: bytes, ref_bytes: bytes, question: str,
-                answer: str, path: str | Path) -> Path:
+def ask_heatmap(answerer: Answerer, tensors: tuple, question: str, answer: str, path: str | Path) -> Path:
+    """tensors: the (main, ref, residual) the answer was computed from (Answerer.ask's inputs)."""
     plt = _plt()
-    tensors = prepare_pair(decode(main_bytes, "main", answerer.prep), decode(ref_bytes, "ref", answerer.prep),
-                           answerer.prep)
     # a change list runs to ~200 characters: wrapped to the figure's width, not cut at its edges
     text = "\n".join(textwrap.wrap(f"Q: {question}", 150) + textwrap.wrap(f"A: {answer}", 150))
     fig, axes = plt.subplots(1, 4, figsize=(12, 3.4 + 0.18 * text.count("\n")))

@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         profile: str = ProfileOpt,
     ) -> None:
         """Answer a question about a main/reference pair with the champion model."""
-        from models.answer import InputError, answer_rows, image_bytes
+        from models.answer import InputError, answer_rows
 
         with user_errors():
             params = params_for(profile)
@@ -74,9 +74,10 @@ def register(app: typer.Typer) -> None:
                 _check_output_file("--heatmap", heatmap)
             uri = model_uri or f"models:/{params['registry']['model_name']}@champion"
             answerer = model_registry.load_answerer(uri, tracking_uri(params))
+            inputs: list = []  # the prepared pair, kept for the heatmap (decoded and registered once)
             try:
                 out = answer_rows(answerer, [{"main_image": str(main), "ref_image": str(ref),
-                                              "question": question}], allow_paths=True)
+                                              "question": question}], allow_paths=True, inputs=inputs)
             except InputError as e:
                 raise UserError(str(e)) from e
             answer = out[0]["answer"]
@@ -84,8 +85,7 @@ def register(app: typer.Typer) -> None:
             if heatmap is not None:
                 from models.pictures import ask_heatmap
 
-                ask_heatmap(answerer, image_bytes(str(main), "--main", True), image_bytes(str(ref), "--ref", True),
-                            question, answer, heatmap)
+                ask_heatmap(answerer, inputs[0], question, answer, heatmap)
                 typer.echo(f"heatmap: {heatmap}", err=True)
 
     @app.command()
