@@ -209,9 +209,10 @@ def test_a_store_model_past_the_size_bound_is_refused_before_it_is_fetched(env, 
     folder = _from_code(env / "big", env / "marker")
     (folder / "artifacts" / "checkpoint" / "tokenizer").mkdir()
     (folder / "artifacts" / "checkpoint" / "tokenizer" / "tokenizer.json").write_bytes(b"{}" + b" " * 20_000)
-    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-    with mlflow.start_run() as run:
-        mlflow.log_artifacts(str(folder), "model")
+    # a client of this store only: an earlier test's active experiment must not leak in
+    store = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    run = store.create_run(store.create_experiment("oversized", artifact_location=str(env / "artifacts")))
+    store.log_artifacts(run.info.run_id, str(folder), "model")
     fetched = env / "fetched"
     fetched.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(fetched))  # where the download would land
