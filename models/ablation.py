@@ -163,6 +163,30 @@ def per_type_table(summary: dict) -> list[str]:
     return lines + [""]
 
 
+DEFAULT_VARIANT = "+finding heads"  # the model the default profile trains
+
+
+def against_default(summary: dict, runs: list[dict], default: str = DEFAULT_VARIANT) -> list[str]:
+    """Markdown lines: each row built on the default model (one part added or taken away) against
+    the default model itself, seed by seed, with the verdict its interval allows: a part earns
+    the default profile only when the whole interval is above zero."""
+    if default not in summary or "test_change_f1" not in summary[default]:
+        return []
+    out = [f"Against the default model (`{default}`), seed-paired change-F1:", ""]
+    for name, m in summary.items():
+        if name == default or not VARIANTS[name].get("finding_heads") or "test_change_f1" not in m:
+            continue
+        paired = paired_delta(runs, name, base=default)
+        if paired is None:
+            delta = m["test_change_f1"][0] - summary[default]["test_change_f1"][0]
+            out.append(f"- {name}: Δ = {delta:+.3f} (one seed: no interval)")
+            continue
+        mean, low, high, n = paired
+        verdict = "helps" if low > 0 else "hurts" if high < 0 else "within seed noise"
+        out.append(f"- {name}: Δ = {mean:+.3f} [95 % CI {low:+.3f}, {high:+.3f} over {n} paired seeds]: {verdict}")
+    return out + [""]
+
+
 def results_markdown(summary: dict, runs: list[dict], group: str, chart: str, setup: str,
                      prior: dict[str, float] | None = None) -> str:
     """docs/results.md: the table (test metrics, mean ± sd over seeds), the chart, the goal."""
@@ -195,12 +219,14 @@ def results_markdown(summary: dict, runs: list[dict], group: str, chart: str, se
             if name == "baseline" or "test_change_f1" not in m:
                 continue
             delta = m["test_change_f1"][0] - base[0]
-            verdict = "met" if delta >= GOAL_DELTA else "not met"
+            verdict = (("met" if delta >= GOAL_DELTA else "not met") if VARIANTS[name]["use_residual"]
+                       else "no residual branch: not a goal row")
             paired = paired_delta(runs, name)
             ci = (f" [95 % CI {paired[1]:+.3f}, {paired[2]:+.3f} over {paired[3]} paired seeds]"
                   if paired else "")
             lines.append(f"- {name}: Δ change-F1 = {delta:+.3f}{ci} vs baseline ({verdict})")
         lines.append("")
+    lines += against_default(summary, runs)
     lines += ["Runs:", ""]
     for r in sorted(runs, key=lambda r: (list(VARIANTS).index(r["variant"]), r["seed"])):
         lines.append(f"- {r['variant']} seed {r['seed']}: MLflow run `{r['run_id']}` "

@@ -110,3 +110,25 @@ def test_a_pairing_variant_overlays_params_beyond_the_model():
     see = PARAMS_OVERLAYS["+all question types+See-in-Pairs controls"]
     assert see["pairs"]["single_image_reference"] == "control" and see["train"]["question_types"] == ["all"]
     assert set(PARAMS_OVERLAYS) <= set(VARIANTS)
+
+
+def test_rows_built_on_the_default_model_are_judged_against_it_by_their_interval():
+    from models.ablation import against_default
+
+    table = {"baseline": [0.1, 0.1, 0.1], "baseline+finding heads": [0.30, 0.28, 0.31],
+             "+finding heads": [0.40, 0.39, 0.41], "+finding heads+pretraining": [0.38, 0.42, 0.40],
+             "+AMiF alignment+mining": [0.45, 0.46, 0.47], "+AMiF alignment+mining+gated fusion": [0.5]}
+    runs = [{"variant": v, "seed": s, "run_id": f"{v}{s}", "run_name": f"r{s}", "metrics": {"test_change_f1": f1}}
+            for v, vals in table.items() for s, f1 in enumerate(vals)]
+    lines = "\n".join(against_default(summarize(runs), runs))
+    assert "- baseline+finding heads: Δ = -0.103 [95 % CI " in lines and lines.count("hurts") == 1
+    assert "- +finding heads+pretraining: Δ = +0.000 [95 % CI" in lines and "within seed noise" in lines
+    assert "- +AMiF alignment+mining: Δ = +0.060 [95 % CI" in lines and ": helps" in lines
+    assert "- +AMiF alignment+mining+gated fusion: Δ = +0.100 (one seed: no interval)" in lines
+    assert "- baseline:" not in lines and "- +finding heads:" not in lines  # the paper's rows, the default itself
+    # without the default model's runs there is nothing to judge against
+    assert against_default(summarize(runs[:3]), runs[:3]) == []
+    # a row without the residual is not judged by the residual goal
+    md = results_markdown(summarize(runs), runs, "g", "figures/a.png", "Setup.")
+    assert "baseline+finding heads: Δ change-F1 = +0.197 [95 % CI " in md
+    assert "vs baseline (no residual branch: not a goal row)" in md
