@@ -182,9 +182,21 @@ def against_default(summary: dict, runs: list[dict], default: str = DEFAULT_VARI
             out.append(f"- {name}: Δ = {delta:+.3f} (one seed: no interval)")
             continue
         mean, low, high, n = paired
-        verdict = "helps" if low > 0 else "hurts" if high < 0 else "within seed noise"
-        out.append(f"- {name}: Δ = {mean:+.3f} [95 % CI {low:+.3f}, {high:+.3f} over {n} paired seeds]: {verdict}")
+        out.append(f"- {name}: Δ = {mean:+.3f} [95 % CI {low:+.3f}, {high:+.3f} over {n} paired seeds]: "
+                   f"{_verdict(low, high)}")
+        # the single-image types, where a row also answers them: a part may help there only
+        others = []
+        for t, k in TYPE_METRIC.items():
+            d = paired_delta(runs, name, base=default, metric=f"test_type/{t}/{k}") if t != "difference" else None
+            if d is not None:
+                others.append(f"{t} {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]{'' if d[1] <= 0 <= d[2] else ' *'}")
+        if others:
+            out.append(f"  - other types: {'; '.join(others)} (* beyond its interval)")
     return out + [""]
+
+
+def _verdict(low: float, high: float) -> str:
+    return "helps" if low > 0 else "hurts" if high < 0 else "within seed noise"
 
 
 def results_markdown(summary: dict, runs: list[dict], group: str, chart: str, setup: str,
