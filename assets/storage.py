@@ -119,17 +119,19 @@ class Storage:
             raise
         # paths relative to the root: the journal is finished from wherever the next step runs
         self.write_bytes(json_bytes({"renames": staged}), SET_JOURNAL)
-        self.finish_interrupted_set()
+        self._rename_set(staged)
         return [self.url(rel) for _, rel in staged]
 
     def finish_interrupted_set(self) -> None:
         """Complete the renames of a set whose journal is still there. Every temp file the
-        journal names was whole before the journal was written, so finishing is always right; a
-        rename already done (its temp gone) is skipped."""
-        if not self.fs.exists(self.url(SET_JOURNAL)):
-            return
-        journal = json.loads(self.read_bytes(SET_JOURNAL))
-        for tmp, rel in journal["renames"]:
+        journal names was whole before the journal was written, so finishing is always right."""
+        if self.fs.exists(self.url(SET_JOURNAL)):
+            self._rename_set(json.loads(self.read_bytes(SET_JOURNAL))["renames"])
+
+    def _rename_set(self, renames) -> None:
+        """The journal's (temp, final) renames, then the journal goes; a rename already done (its
+        temp gone) is skipped."""
+        for tmp, rel in renames:
             try:
                 self.fs.mv(self.url(tmp), self.url(rel))
             except FileNotFoundError:  # renamed before the interruption, or by a concurrent finisher
