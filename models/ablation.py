@@ -187,9 +187,10 @@ def against_default(summary: dict, runs: list[dict], default: str = DEFAULT_VARI
         # the single-image types, where a row also answers them: a part may help there only
         others = []
         for t, k in TYPE_METRIC.items():
-            d = paired_delta(runs, name, base=default, metric=f"test_type/{t}/{k}") if t != "difference" else None
+            d = None if t == "difference" else paired_delta(runs, name, base=default, metric=f"test_type/{t}/{k}")
             if d is not None:
-                others.append(f"{t} {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]{'' if d[1] <= 0 <= d[2] else ' *'}")
+                beyond = _verdict(d[1], d[2]) != "within seed noise"
+                others.append(f"{t} {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]{' *' if beyond else ''}")
         if others:
             out.append(f"  - other types: {'; '.join(others)} (* beyond its interval)")
     return out + [""]
