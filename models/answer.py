@@ -146,17 +146,17 @@ class Answerer:
         return self.tokenizer.decode(ids, skip_special_tokens=True,
                                      clean_up_tokenization_spaces=False)
 
-    def ask(self, main_bytes: bytes, ref_bytes: bytes, question: str, inputs: list | None = None) -> dict:
-        """Decode, register and answer. `inputs`, when given, receives the prepared (main, ref,
-        residual) tensors, so a heatmap of the same pair does not decode and register it again."""
+    def ask(self, main_bytes: bytes, ref_bytes: bytes, question: str) -> dict:
+        """Decode, register and answer: the answer, its parsed changes, and the prepared (main,
+        ref, residual) tensors it was computed from, so a heatmap of the same pair does not
+        decode and register it again."""
         main = decode(main_bytes, "main_image", self.prep)
         ref = decode(ref_bytes, "ref_image", self.prep)
         tensors = prepare_pair(main, ref, self.prep)
         text = self.answer(*tensors, question)
-        if inputs is not None:
-            inputs.append(tensors)
         changes = parse_prediction(text)
-        return {"answer": text, "changes": changes.to_dict() if changes is not None else None}
+        return {"answer": text, "changes": changes.to_dict() if changes is not None else None,
+                "inputs": tensors}
 
     @staticmethod
     def _change_score(feats, answer: str):
@@ -201,12 +201,12 @@ INPUT_COLUMNS = ("main_image", "ref_image", "question")
 
 
 def answer_rows(answerer: "Answerer", rows: list[dict], allow_paths: bool,
-                inputs: list | None = None) -> list[dict]:
+                keep_inputs: bool = False) -> list[dict]:
     """The served model's and `spotdiff ask`'s one request path: rows of main_image, ref_image
     (base64, or a path when allow_paths) and question -> answer and changes (JSON, "null" when
     unparseable). A column the model does not read is refused, not ignored: a misspelt field
-    would otherwise be answered as if it were absent. `inputs` collects each row's prepared
-    tensors (Answerer.ask)."""
+    would otherwise be answered as if it were absent. With keep_inputs, each row also carries
+    the prepared tensors it was answered from ("inputs", see Answerer.ask)."""
     import json
 
     if len(rows) > MAX_ROWS:
@@ -220,8 +220,9 @@ def answer_rows(answerer: "Answerer", rows: list[dict], allow_paths: bool,
         try:
             res = answerer.ask(image_bytes(row.get("main_image"), "main_image", allow_paths),
                                image_bytes(row.get("ref_image"), "ref_image", allow_paths),
-                               row.get("question"), inputs)
+                               row.get("question"))
         except InputError as e:
             raise InputError(where + str(e)) from None
-        out.append({"answer": res["answer"], "changes": json.dumps(res["changes"])})
+        out.append({"answer": res["answer"], "changes": json.dumps(res["changes"]),
+                    **({"inputs": res["inputs"]} if keep_inputs else {})})
     return out

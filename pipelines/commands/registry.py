@@ -74,10 +74,10 @@ def register(app: typer.Typer) -> None:
                 _check_output_file("--heatmap", heatmap)
             uri = model_uri or f"models:/{params['registry']['model_name']}@champion"
             answerer = model_registry.load_answerer(uri, tracking_uri(params))
-            inputs: list = []  # the prepared pair, kept for the heatmap (decoded and registered once)
-            try:
+            try:  # keep_inputs: the heatmap reuses the pair as decoded and registered for the answer
                 out = answer_rows(answerer, [{"main_image": str(main), "ref_image": str(ref),
-                                              "question": question}], allow_paths=True, inputs=inputs)
+                                              "question": question}], allow_paths=True,
+                                  keep_inputs=heatmap is not None)
             except InputError as e:
                 raise UserError(str(e)) from e
             answer = out[0]["answer"]
@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
             if heatmap is not None:
                 from models.pictures import ask_heatmap
 
-                ask_heatmap(answerer, inputs[0], question, answer, heatmap)
+                ask_heatmap(answerer, out[0]["inputs"], question, answer, heatmap)
                 typer.echo(f"heatmap: {heatmap}", err=True)
 
     @app.command()
