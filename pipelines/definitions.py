@@ -13,6 +13,5 @@ from pipelines.defs import automation, data, model, registry
 # and 40 of the first ingestion run's 51 s — while the steps of one run here mostly wait on each
 # other anyway; the heavy work has its own workers (Ray for training, a thread pool for residuals).
 # A cluster keeps one pod per run (K8sRunLauncher), whatever the executor.
-EXECUTION = dg.Definitions(executor=dg.in_process_executor)
-
-defs = dg.Definitions.merge(data.defs, model.defs, registry.defs, automation.defs, EXECUTION)
+defs = dg.Definitions.merge(data.defs, model.defs, registry.defs, automation.defs,
+                            dg.Definitions(executor=dg.in_process_executor))

@@ -59,6 +59,9 @@ def test_definitions_list_every_data_asset_check_and_the_job():
     checks = {k.name for k in graph.asset_check_keys}
     assert checks == {c.check_key.name for c in CHECKS} | {"residuals_finite_in_range"}
     assert graph.get(dg.AssetKey("residual_images")).partitions_def.get_partition_keys() == list(GROUPS)
+    from pipelines.definitions import defs as location  # one process per run, not one per step
+    assert location.resolve_job_def("data").executor_def.name == "in_process"
+    assert location.resolve_implicit_global_asset_job_def().executor_def.name == "in_process"
 
 
 def _assert_clean_run(first, rest, out: Path):
@@ -144,11 +147,9 @@ def test_dagster_cli_materializes_an_asset(tmp_path):
         env.pop(var, None)
     dagster = Path(sys.executable).parent / "dagster"
     (tmp_path / "home/dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    # in-process executor: the default multiprocess one re-imports the code location (torch, the
-    # model stack) once per step, ~20 s each on a busy 2-core box
+    # the code location's executor runs the steps in the run's process (pipelines/definitions.py)
     res = subprocess.run([str(dagster), "asset", "materialize", "--select", "mimic_images,diffvqa_questions",
-                          "-m", "pipelines.definitions", "--config-json",
-                          json.dumps({"execution": {"config": {"in_process": {}}}})],
+                          "-m", "pipelines.definitions"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert res.stderr.count("ASSET_CHECK_EVALUATION") + res.stdout.count("ASSET_CHECK_EVALUATION") == 2
