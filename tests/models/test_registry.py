@@ -14,6 +14,9 @@ from models.registry import CANDIDATE, CHAMPION, promote, tag_version
 NAME = "spotdiff-real-test"
 
 
+EXPERIMENT = "registry-test"
+
+
 class _Constant(mlflow.pyfunc.PythonModel):
     # The rule only reads the registry; what the version contains does not matter to it.
     def predict(self, context, model_input, params=None):
@@ -25,9 +28,12 @@ def client(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    mlflow.set_experiment("registry-test")
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    yield MlflowClient(uri, uri)
+    c = MlflowClient(uri, uri)
+    # new_version's runs go to this experiment by id: mlflow.set_experiment would leave it the
+    # process's active experiment for every later test
+    c.create_experiment(EXPERIMENT)
+    yield c
     # set_*_uri also export MLFLOW_*_URI to the environment: undo that for later tests
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
@@ -36,7 +42,7 @@ def client(tmp_path):
 
 
 def new_version(client, val_metrics=None):
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=client.get_experiment_by_name(EXPERIMENT).experiment_id):
         info = mlflow.pyfunc.log_model(name="model", python_model=_Constant(), pip_requirements=[],
                                        registered_model_name=NAME)
     version = str(info.registered_model_version)
