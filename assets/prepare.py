@@ -157,15 +157,28 @@ def check_pairs(prepared: Storage) -> tuple[list, list]:
             [validation.validate_subject_disjoint(pairs)])
 
 
-def check_residuals(out: Storage, groups: list[str]) -> tuple[list, list]:
-    """Every residual of the given groups finite and in [-1, 1], read back from the shards."""
-    from assets import validation
-    from assets.residuals import MANIFEST_NAME, group_dir, read_group_back
+def residual_stats(out: Storage, groups: list[str], n_previews: int = 0) -> tuple[pl.DataFrame, list]:
+    """Per-pair residual stats of the given groups, read back from their shards (not from memory:
+    the check is a check of the files training will stream), and the first n_previews records
+    for a picture; groups never written are skipped."""
+    from assets.residuals import MANIFEST_NAME, STATS_SCHEMA, group_dir, read_group_back
 
-    stats = [read_group_back(out, g, n_previews=0)[0] for g in groups
-             if out.exists(f"{group_dir(g)}/{MANIFEST_NAME}")]
-    # one suite over all groups (Dagster checks each partition on its own; same expectations)
-    return ([validation.validate_residual_stats(pl.concat(stats))] if stats else []), []
+    stats, previews = [], []
+    for g in groups:
+        if out.exists(f"{group_dir(g)}/{MANIFEST_NAME}"):
+            s, p = read_group_back(out, g, n_previews=n_previews - len(previews))
+            stats.append(s)
+            previews += p
+    return (pl.concat(stats) if stats else pl.DataFrame(schema=STATS_SCHEMA)), previews
+
+
+def check_residuals(out: Storage, groups: list[str]) -> tuple[list, list]:
+    """Every residual of the given groups finite and in [-1, 1], read back from the shards: one
+    suite over all groups, as Dagster's residuals_finite_in_range check runs it."""
+    from assets import validation
+
+    stats, _ = residual_stats(out, groups)
+    return ([validation.validate_residual_stats(stats)] if stats.height else []), []
 
 
 def collect_quarantine(prepared: Storage) -> tuple[pl.DataFrame, dict[str, dict]]:
@@ -221,17 +234,6 @@ def run_residuals(prepared: Storage, out: Storage, cfg: ResidualConfig, groups: 
     results = [materialize_group(pairs, g, out, cfg, pairs_source=prepared.url(PAIRS), options=options,
                                  progress=progress, base=base, within=within) for g in groups]
     return results, write_root_manifest(out, cfg.image_size)
-
-
-def group_pairs_version(prepared: Storage, group: str) -> tuple[str, int, int]:
-    """(content hash, question rows, pairs) of one MIMIC group's rows of pairs.parquet: what that
-    group's residual shards and everything trained on them depend on. Unchanged when a batch of
-    new subjects lands in other groups, so only the groups that grew are recomputed."""
-    from assets.storage import frame_hash
-
-    rows = (prepared.scan_parquet(PAIRS).filter(pl.col("group") == group)
-            .select(pl.exclude(q.SOURCE_COL, q.ROW_COL)).collect().sort("question_id"))
-    return frame_hash(rows), rows.height, rows["pair_id"].n_unique()
 
 
 def count_pairs(prepared: Storage, groups: list[str]) -> int:

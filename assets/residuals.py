@@ -385,6 +385,11 @@ def pair_residual_stats(rec) -> dict:
             "naive_energy": float((n ** 2).mean()), "registered_energy": float((r ** 2).mean())}
 
 
+# One row per pair (pair_residual_stats), what the residuals_finite_in_range suite reads.
+STATS_SCHEMA = {"pair_id": pl.String, "finite": pl.Boolean, "min": pl.Float64, "max": pl.Float64,
+                "naive_energy": pl.Float64, "registered_energy": pl.Float64}
+
+
 def read_group_back(out: Storage, group: str, n_previews: int = 4) -> tuple[pl.DataFrame, list]:
     """Read a group's shards back as written: per-pair stats for validation, plus the first few
     decoded pairs for the preview grid. Reading back (not trusting the in-memory arrays) is what
@@ -400,9 +405,7 @@ def read_group_back(out: Storage, group: str, n_previews: int = 4) -> tuple[pl.D
                 stats.append(pair_residual_stats(rec))
                 if len(previews) < n_previews:
                     previews.append(rec)
-    schema = {"pair_id": pl.String, "finite": pl.Boolean, "min": pl.Float64, "max": pl.Float64,
-              "naive_energy": pl.Float64, "registered_energy": pl.Float64}
-    return pl.DataFrame(stats, schema=schema), previews
+    return pl.DataFrame(stats, schema=STATS_SCHEMA), previews
 
 
 def preview_grid(records: list, tile: int = 128) -> bytes:

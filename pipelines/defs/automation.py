@@ -6,10 +6,12 @@ through the gate (champion_model's rule and check).
   table_stamps) and, when they differ from its cursor, requests the ingestion assets (and, for
   a download, the embedded_dataset record of it). No change: a skip, no run, no recomputation.
 - Every asset below the ingestion carries AutomationCondition.eager(): requested once any parent
-  has a newer materialization, none is missing or in progress. residual_images is the
-  exception that makes the loop incremental: a partition (a pXX group) follows only when the
-  data version of its group's pairs (group_pairs) changed. A blocking check that fails
-  stops its asset's materialization, so nothing below it runs, and the UI says which check.
+  has a newer materialization, none is missing or in progress. New pairs request every
+  residual_images partition; the sensor emits them as one backfill and the asset's single-run
+  backfill policy makes that one run, in which a group whose pairs are unchanged keeps its
+  shards (the content decides, in the function the CLI and DVC call too), so a batch of new
+  subjects recomputes only the groups it lands in. A blocking check that fails stops its
+  asset's materialization, so nothing below it runs, and the UI says which check.
 - One automation sensor evaluates those conditions. Both sensors start as params.yaml
   automation.enabled says (default off: a retrain takes about an hour on 2 cores)."""
 
@@ -24,7 +26,7 @@ from pipelines.resources import SpotdiffParams
 
 INGESTION = ["mimic_images", "diffvqa_questions"]
 # Below the ingestion, in graph order: each follows its parents.
-FOLLOWERS = ["study_pairs", "quarantine", "group_pairs", "residual_images", "pretrained_encoder", "real_model",
+FOLLOWERS = ["study_pairs", "quarantine", "residual_images", "pretrained_encoder", "real_model",
              "evaluation", "registered_model", "champion_model"]
 
 
@@ -58,15 +60,12 @@ def raw_data_sensor(context: dg.SensorEvaluationContext, params: SpotdiffParams)
 
 # On every asset in FOLLOWERS (set in its decorator).
 FOLLOW = dg.AutomationCondition.eager()
-# residual_images: eager, but a partition follows only when its own group's pairs changed (the
-# data version of group_pairs' partition), so a batch of new subjects recomputes only the groups
-# it lands in; group_pairs itself re-hashes every group after study_pairs (a second each).
-FOLLOW_CHANGED = FOLLOW.replace(
-    "any_deps_updated", dg.AutomationCondition.any_deps_match(dg.AutomationCondition.data_version_changed()))
 
+# emit_backfills (Dagster's default, spelled out): a tick that requests several partitions of
+# residual_images hands them to the backfill daemon, which honours the single-run policy.
 loop_sensor = dg.AutomationConditionSensorDefinition(
     "spotdiff_loop", target=dg.AssetSelection.assets(*FOLLOWERS), default_status=STATUS,
-    minimum_interval_seconds=min(30, POLL_SECONDS), description="Runs each asset below the ingestion when its parents have new data.")
+    minimum_interval_seconds=min(30, POLL_SECONDS), emit_backfills=True, description="Runs each asset below the ingestion when its parents have new data.")
 
 
 defs = dg.Definitions(sensors=[raw_data_sensor, loop_sensor])

@@ -3,8 +3,8 @@
 
                       ┌─ mimic_images ──────┐
     embedded_dataset ─┤                     ├─ study_pairs ─┬─ quarantine
-                      └─ diffvqa_questions ─┘               └─ group_pairs ── residual_images
-                                                               (both partitioned p10..p19)
+                      └─ diffvqa_questions ─┘               └─ residual_images
+                                                                 (partitioned p10..p19)
 
 embedded_dataset renders the embedded dataset when the data roots point into it (a fresh
 clone's "Materialize all" has data) and only fingerprints a user's download otherwise.
@@ -17,13 +17,14 @@ Blocking checks (GX suites) stop downstream assets from running on bad data."""
 # No `from __future__ import annotations`: Dagster inspects the context annotation at runtime.
 
 import base64
+import hashlib
 
 import dagster as dg
 import polars as pl
 
 from assets import prepare, validation
 from assets.quarantine import reason_counts
-from assets.residuals import GROUPS, materialize_group, preview_grid, read_group_back, write_root_manifest
+from assets.residuals import GROUPS, preview_grid
 from assets.shards import SHARD_SCHEMA
 from assets.storage import frame_hash
 from assets.embedded import data_version as embedded_version
@@ -32,7 +33,7 @@ from assets.params import repo_root, storage_for
 from assets.prepare import residual_config
 from pipelines.defs.failures import one_line_failures
 from pipelines.resources import GreatExpectationsResource, SpotdiffParams
-from pipelines.defs.automation import FOLLOW, FOLLOW_CHANGED
+from pipelines.defs.automation import FOLLOW
 
 GROUP = "data"
 mimic_groups = dg.StaticPartitionsDefinition(list(GROUPS))
@@ -132,40 +133,35 @@ def quarantine(params: SpotdiffParams) -> dg.MaterializeResult:
     }, data_version=dg.DataVersion(frame_hash(table)))
 
 
-@dg.asset(automation_condition=FOLLOW, group_name=GROUP, kinds={"polars"}, deps=[study_pairs], partitions_def=mimic_groups,
-          description="One MIMIC group's rows of pairs.parquet, as a data version: residual_images recomputes a "
-                      "group only when this changes.")
-@one_line_failures
-def group_pairs(context: dg.AssetExecutionContext, params: SpotdiffParams) -> dg.MaterializeResult:
-    version, rows, pairs = prepare.group_pairs_version(params.storage("prepared_root"), context.partition_key)
-    return dg.MaterializeResult(metadata={"dagster/row_count": rows, "pairs": pairs},
-                                data_version=dg.DataVersion(version))
-
-
-@dg.asset(automation_condition=FOLLOW_CHANGED, group_name=GROUP, kinds={"torch", "parquet"}, deps=[group_pairs],
-          partitions_def=mimic_groups,
+@dg.asset(automation_condition=FOLLOW, group_name=GROUP, kinds={"torch", "parquet"}, deps=[study_pairs],
+          partitions_def=mimic_groups, backfill_policy=dg.BackfillPolicy.single_run(),
           check_specs=[dg.AssetCheckSpec("residuals_finite_in_range", asset="residual_images", blocking=True,
                                          description="GX: every residual finite and in [-1, 1], one row per pair")],
           description="Per pair: preprocessed main/reference, registered reference, naive and registered residuals, "
-                      "as parquet shards + manifest, one MIMIC group (p10..p19) per partition.")
+                      "as parquet shards + manifest, one MIMIC group (p10..p19) per partition. A backfill or the "
+                      "loop runs all requested groups in one run; a group whose pairs and config are unchanged "
+                      "keeps its shards (checked by sha256), so only the groups new pairs land in are recomputed.")
 @one_line_failures
 def residual_images(context: dg.AssetExecutionContext, params: SpotdiffParams, gx: GreatExpectationsResource):
+    # One run for many partitions (single-run backfill policy): ten runs cost ten process
+    # start-ups (~10 s each on 2 cores) for groups that are mostly up to date. What is recomputed
+    # is decided by the content, in the same function the CLI and the DVC stage call.
     p = params.params()
-    group = context.partition_key
+    groups = list(context.partition_keys)
     prepared, out = storage_for(p["data"]["prepared_root"]), storage_for(p["data"]["residuals_root"])
-    cfg = residual_config(p)
-    pairs = prepared.read_parquet(prepare.PAIRS)
-    res = materialize_group(pairs, group, out, cfg, pairs_source=prepared.url(prepare.PAIRS), options=out.options,
-                            progress=lambda n: None, base=str(repo_root()),
-                            within=prepare.image_root(p, prepared))
-    write_root_manifest(out, cfg.image_size)
-    stats, previews = read_group_back(out, group)
-    m = res.manifest
+    results, _ = prepare.run_residuals(prepared, out, residual_config(p), groups, out.options,
+                                       base=str(repo_root()), within=prepare.image_root(p, prepared))
+    stats, previews = prepare.residual_stats(out, groups, n_previews=4)
+    ran = [r for r in results if r.manifest["rows_in"]]
+    totals = {k: sum(r.manifest[k] for r in ran) for k in ("rows_in", "rows_out", "rows_quarantined")}
     meta = {
-        "dagster/row_count": m["rows_out"], "dagster/column_schema": SHARD_TABLE_SCHEMA, "rows_in": m["rows_in"], "rows_out": m["rows_out"],
-        "rows_quarantined": m["rows_quarantined"], "shards": len(m["shards"]), "up_to_date": res.skipped,
-        "quarantine_reasons": dg.MetadataValue.json(reason_counts(res.quarantine)),
-        "path": dg.MetadataValue.path(out.url(f"group={group}")), "image_size": cfg.image_size,
+        "dagster/row_count": totals["rows_out"], "dagster/column_schema": SHARD_TABLE_SCHEMA, **totals,
+        "shards": sum(len(r.manifest["shards"]) for r in results),
+        "recomputed": dg.MetadataValue.json(sorted(r.group for r in ran if not r.skipped)),
+        "up_to_date": dg.MetadataValue.json(sorted(r.group for r in ran if r.skipped)),
+        "quarantine_reasons": dg.MetadataValue.json(reason_counts(pl.concat([r.quarantine for r in results],
+                                                                            how="diagonal_relaxed"))),
+        "path": dg.MetadataValue.path(out.root), "image_size": residual_config(p).image_size,
     }
     if stats.height:
         meta["mean_naive_energy"] = float(stats["naive_energy"].mean())
@@ -174,8 +170,9 @@ def residual_images(context: dg.AssetExecutionContext, params: SpotdiffParams, g
         png = base64.b64encode(preview_grid(previews)).decode()
         meta["preview"] = dg.MetadataValue.md(
             "main | reference | naive residual | registered residual\n\n"
-            f"![residual grid {group}](data:image/png;base64,{png})")
-    version = "-".join(s["sha256"][:16] for s in m["shards"]) or "empty"
+            f"![residual grid](data:image/png;base64,{png})")
+    shas = "".join(s["sha256"] for r in results for s in r.manifest["shards"])
+    version = hashlib.sha256(shas.encode()).hexdigest()[:24] if shas else "empty"
     yield dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
     yield gx.check(validation.validate_residual_stats, stats, asset="residual_images",
                    check_name="residuals_finite_in_range")
@@ -251,7 +248,7 @@ data_job = dg.define_asset_job("data", selection=dg.AssetSelection.groups(GROUP)
                                description="Ingest, pair, validate and materialise residual images.")
 
 defs = dg.Definitions(
-    assets=[embedded_dataset, mimic_images, diffvqa_questions, study_pairs, quarantine, group_pairs, residual_images],
+    assets=[embedded_dataset, mimic_images, diffvqa_questions, study_pairs, quarantine, residual_images],
     asset_checks=[mimic_images_valid, diffvqa_questions_valid, study_pairs_valid, study_pairs_controls_valid,
                   study_pairs_subject_disjoint, quarantine_accounts],
     jobs=[data_job],

@@ -1,9 +1,9 @@
 """Dagster assets of the model: `pretrained_encoder`, `real_model` (the Ray Train run) and
 `evaluation` (the test predictions scored into evaluate.metrics_file) — each one call of
 models.lifecycle, the same as `spotdiff pretrain|train|evaluate` and the DVC stages. Upstream:
-`residual_images`, whose partitions follow their group's rows of pairs.parquet (group_pairs):
-training reads both, and hanging it under the shards alone means it starts once the groups
-that changed are recomputed, not while they still are."""
+`residual_images`, which runs after every new pairs.parquet and recomputes the groups whose rows
+changed: training reads both, and hanging it under the shards alone means it starts once those
+groups are recomputed, not while they still are."""
 
 # No `from __future__ import annotations` here: Dagster resolves an asset's Config parameter
 # annotation at definition time, and a string "TrainRunConfig" fails to load the code location.

@@ -68,8 +68,9 @@ def test_assets_below_the_ingestion_follow_new_data_and_idle_ticks_request_nothi
 @pytest.mark.timeout(600)
 def test_new_subjects_recompute_only_the_residual_groups_they_land_in(tmp_path):
     """A batch of new subjects (`synth.added_subjects`): after the ingestion and the pairs, every
-    group re-hashes its rows (group_pairs, cheap), and residual_images is requested only for the
-    groups whose rows changed; the next tick, with nothing new, requests nothing."""
+    residual_images group is requested; run as one run over the range (what the daemon makes of
+    the request: tests/pipelines/test_dagster_ui.py), only the groups whose rows changed are
+    recomputed; the next tick, with nothing new, requests nothing."""
     from assets.synth.generate import generate
     from assets.synth.plan import SynthConfig
 
@@ -80,27 +81,34 @@ def test_new_subjects_recompute_only_the_residual_groups_they_land_in(tmp_path):
                             diffvqa_root=str(root / "medical-diff-vqa"), prepared_root=str(tmp_path / "prepared"),
                             residuals_root=str(tmp_path / "residuals"))
     res = {"params": params, "gx": GreatExpectationsResource()}
-    follow = [D.study_pairs, D.group_pairs, D.residual_images]
+    follow = [D.study_pairs, D.residual_images]
     defs = dg.Definitions(assets=[D.mimic_images, D.diffvqa_questions, *follow], resources=res)
     instance = dg.DagsterInstance.ephemeral()
+    groups = D.mimic_groups.get_partition_keys()
 
     def ingest_and_pair():
         assert dg.materialize([D.mimic_images, D.diffvqa_questions, D.study_pairs], resources=res,
                               instance=instance).success
 
-    def materialize_requested(tick, asset):
-        parts = tick.get_requested_partitions(asset.key)
-        for g in sorted(parts):
-            assert dg.materialize([asset], resources=res, instance=instance, partition_key=g).success
-        return parts
+    def residuals_as_requested(tick) -> list[str]:
+        """The tick's request, run as the backfill daemon runs it under the single-run policy:
+        one run over the range; returns the groups that run recomputed."""
+        assert tick.get_requested_partitions(D.residual_images.key) == set(groups)
+        rng = {"dagster/asset_partition_range_start": groups[0], "dagster/asset_partition_range_end": groups[-1]}
+        done = dg.materialize([D.residual_images], resources=res, instance=instance, tags=rng)
+        assert done.success
+        metas = {m.partition: m.metadata for m in (e.materialization for e in done.get_asset_materialization_events())}
+        assert set(metas) == set(groups)  # every partition of the range is recorded
+        return next(iter(metas.values()))["recomputed"].value
 
     tick = dg.evaluate_automation_conditions(defs=defs, instance=instance)  # before any data
     ingest_and_pair()
     tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
-    materialize_requested(tick, D.group_pairs)
+    first = set(pl.read_parquet(tmp_path / "prepared/pairs.parquet")["group"])
+    assert set(residuals_as_requested(tick)) == first  # first time: every group that has pairs
+    # a tick sees that run before the batch lands (the daemon ticks every few seconds)
     tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
-    built = materialize_requested(tick, D.residual_images)
-    assert built == set(D.mimic_groups.get_partition_keys())  # first time: every group (some empty)
+    assert tick.total_requested == 0
 
     before = set(pl.read_parquet(tmp_path / "prepared/pairs.parquet")["subject_id"])
     generate(root, SynthConfig(**base, added_subjects=2))  # a batch arrives
@@ -109,9 +117,6 @@ def test_new_subjects_recompute_only_the_residual_groups_they_land_in(tmp_path):
     grown = set(pairs.filter(~pl.col("subject_id").is_in(list(before)))["group"])
     assert grown and grown < set(pairs["group"]), "the batch should land in some groups, not all"
     tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
-    assert tick.get_requested_partitions(D.group_pairs.key) == set(D.mimic_groups.get_partition_keys())
-    materialize_requested(tick, D.group_pairs)
-    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
-    assert materialize_requested(tick, D.residual_images) == grown
+    assert set(residuals_as_requested(tick)) == grown
     idle = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
     assert idle.total_requested == 0

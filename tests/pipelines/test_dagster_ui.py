@@ -8,13 +8,15 @@ with a temporary DAGSTER_HOME, on a fresh clone.
 2. The loop on the daemon: the two automation sensors are switched on (as in the UI's Automation
    tab), a batch of new subjects lands (`synth.added_subjects`), and with nobody launching
    anything the sensor, the automation conditions and the promotion gate carry it to a new
-   registered candidate — recomputing only the residual groups the new subjects fall in. Then,
+   registered candidate — in one residual_images run over all groups that recomputes only the
+   groups the new subjects fall in. Then,
    with no new file, nothing runs.
 A headless Chromium screenshot of the asset graph is taken at the end (SPOTDIFF_SCREENSHOT=path.png
 keeps it; docs/img/dagster_asset_graph.png is made that way).
 
 `python -m pytest tests/pipelines/test_dagster_ui.py` (source scripts/env.sh first)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -25,10 +27,10 @@ import polars as pl
 import pytest
 import yaml
 
+from assets.residuals import GROUPS
 from tests.pipelines.dagster_dev import dagster_dev, fresh_clone, gql, screenshot
 
-CHAIN_ASSETS = {"embedded_dataset", "mimic_images", "diffvqa_questions", "study_pairs", "quarantine", "group_pairs",
-                "residual_images",
+CHAIN_ASSETS = {"embedded_dataset", "mimic_images", "diffvqa_questions", "study_pairs", "quarantine", "residual_images",
                 "pretrained_encoder", "real_model", "evaluation", "registered_model", "champion_model"}
 
 NODES = """{ assetNodes { assetKey { path } dependencyKeys { path }
@@ -44,7 +46,8 @@ RUNS = """query($id: String!) { runsOrError(filter: {tags: [{key: "dagster/backf
   ... on Runs { results { runId status } } } }"""
 ALL_RUNS = """{ runsOrError(limit: 500) { ... on Runs { results { runId status } } } }"""
 MATERIALIZATIONS = """query($path: [String!]!) { assetOrError(assetKey: {path: $path}) { ... on Asset {
-  assetMaterializations(limit: 200) { partition timestamp runId } } } }"""
+  assetMaterializations(limit: 200) { partition timestamp runId
+    metadataEntries { label ... on JsonMetadataEntry { jsonString } } } } } }"""
 SENSORS = """{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name }
   sensors { name } } } } }"""
 START = """mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename
@@ -113,6 +116,8 @@ def test_materialize_all_then_the_loop_runs_itself_on_the_daemon(tmp_path):
         runs = gql(url, RUNS, {"id": bid})["runsOrError"]["results"]
         assert status in ("COMPLETED", "COMPLETED_SUCCESS"), (status, runs, (tmp_path / "dagster-dev.log").read_text()[-3000:])
         assert runs and all(r["status"] == "SUCCESS" for r in runs), runs
+        # the ten residual groups in one run, not ten (single-run backfill policy)
+        assert len({m["runId"] for m in _materializations(url, "residual_images")}) == 1
 
         checks = {}
         for n in gql(url, NODES)["assetNodes"]:
@@ -141,8 +146,11 @@ def test_materialize_all_then_the_loop_runs_itself_on_the_daemon(tmp_path):
         pairs = pl.read_parquet(repo / "data/prepared/pairs.parquet")
         new_groups = set(pairs.filter(~pl.col("subject_id").is_in(list(before)))["group"])
         assert new_groups, "the batch added no pairs"
-        redone = {m["partition"] for m in _materializations(url, "residual_images") if float(m["timestamp"]) > t_append}
-        assert redone == new_groups, (redone, new_groups)
+        # one run over every group (single-run backfill policy), which recomputed only the new ones
+        loop = [m for m in _materializations(url, "residual_images") if float(m["timestamp"]) > t_append]
+        assert {m["partition"] for m in loop} == set(GROUPS) and len({m["runId"] for m in loop}) == 1, loop
+        meta = {e["label"]: e.get("jsonString") for e in loop[0]["metadataEntries"]}
+        assert set(json.loads(meta["recomputed"])) == new_groups, (meta["recomputed"], new_groups)
         assert len(new_groups) < len(set(pairs["group"]))  # not everything was recomputed
         # idle: three polls with no new file start nothing
         n_runs = len(gql(url, ALL_RUNS)["runsOrError"]["results"])

@@ -22,7 +22,7 @@ from tests.fixtures.defects import plant
 from tests.fixtures.tiny_mimic import write_tiny
 
 REPO = Path(__file__).resolve().parents[2]
-ASSETS = [D.mimic_images, D.diffvqa_questions, D.study_pairs, D.quarantine, D.group_pairs, D.residual_images]
+ASSETS = [D.mimic_images, D.diffvqa_questions, D.study_pairs, D.quarantine, D.residual_images]
 CHECKS = [D.mimic_images_valid, D.diffvqa_questions_valid, D.study_pairs_valid, D.study_pairs_controls_valid,
           D.study_pairs_subject_disjoint, D.quarantine_accounts]
 
@@ -34,10 +34,12 @@ def resources(mimic, diffvqa, out: Path, **kw):
 
 
 def materialize_all(res, groups):
-    """Every data asset and check; the unpartitioned assets run with the first partition."""
-    first = dg.materialize(ASSETS + CHECKS, resources=res, partition_key=groups[0], raise_on_error=False)
-    rest = [dg.materialize([D.group_pairs, D.residual_images], resources=res, partition_key=g,
-                           raise_on_error=False) for g in groups[1:]]
+    """Every data asset and check in one run over the range of groups, as a backfill of
+    residual_images (single-run policy) launches it; then one group alone, as a user
+    materializing one partition does (up to date: its shards are kept)."""
+    rng = {"dagster/asset_partition_range_start": groups[0], "dagster/asset_partition_range_end": groups[-1]}
+    first = dg.materialize(ASSETS + CHECKS, resources=res, tags=rng, raise_on_error=False)
+    rest = [dg.materialize([D.residual_images], resources=res, partition_key=groups[-1], raise_on_error=False)]
     return first, rest
 
 
@@ -52,7 +54,7 @@ def materializations(result):
 def test_definitions_list_every_data_asset_check_and_the_job():
     keys = {k.to_user_string() for k in D.defs.resolve_all_asset_keys()}
     assert keys == {"embedded_dataset", "mimic_images", "diffvqa_questions", "study_pairs", "quarantine",
-                    "group_pairs", "residual_images"}
+                    "residual_images"}
     job = D.defs.resolve_job_def("data")
     assert job.name == "data"
     graph = D.defs.resolve_asset_graph()
@@ -79,6 +81,10 @@ def _assert_clean_run(first, rest, out: Path):
     assert sum(s["rows"] for s in manifest["shards"]) == pairs["pair_id"].n_unique()
     assert {r.pair_id for r in iter_pairs(out / "residuals")} == set(pairs["pair_id"])
     assert "data:image/png;base64," in meta["residual_images"]["preview"].value
+    # the range computed every group that has pairs; the group alone again had nothing to do
+    assert set(meta["residual_images"]["recomputed"].value) == set(pairs["group"])
+    again = materializations(rest[0])["residual_images"]
+    assert again["recomputed"].value == [] and again["rows_out"].value == again["rows_in"].value - again["rows_quarantined"].value
 
 
 @pytest.mark.slow

@@ -18,9 +18,9 @@ def test_model_assets_hang_under_the_data_assets():
     assert graph.get(dg.AssetKey("real_model")).parent_keys == {
         dg.AssetKey("residual_images"), dg.AssetKey("pretrained_encoder")}
     assert graph.get(dg.AssetKey("pretrained_encoder")).parent_keys == {dg.AssetKey("residual_images")}
-    # the shards hang under pairs.parquet through each group's rows
-    assert graph.get(dg.AssetKey("residual_images")).parent_keys == {dg.AssetKey("group_pairs")}
-    assert graph.get(dg.AssetKey("group_pairs")).parent_keys == {dg.AssetKey("study_pairs")}
+    # the shards hang under pairs.parquet; a backfill of their groups is one run
+    assert graph.get(dg.AssetKey("residual_images")).parent_keys == {dg.AssetKey("study_pairs")}
+    assert graph.get(dg.AssetKey("residual_images")).backfill_policy == dg.BackfillPolicy.single_run()
     assert graph.get(dg.AssetKey("evaluation")).parent_keys == {dg.AssetKey("real_model")}
 
 
