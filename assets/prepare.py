@@ -236,6 +236,15 @@ def run_residuals(prepared: Storage, out: Storage, cfg: ResidualConfig, groups: 
     return results, write_root_manifest(out, cfg.image_size)
 
 
+def residual_summary(results: list[GroupResult]) -> dict:
+    """What a residuals run did, as every entry point reports it: pairs in = written +
+    quarantined over the groups that have pairs, and which of them were recomputed or kept."""
+    ran = [r for r in results if r.manifest["rows_in"]]
+    return {**{k: sum(r.manifest[k] for r in ran) for k in ("rows_in", "rows_out", "rows_quarantined")},
+            "recomputed": sorted(r.group for r in ran if not r.skipped),
+            "up_to_date": sorted(r.group for r in ran if r.skipped)}
+
+
 def count_pairs(prepared: Storage, groups: list[str]) -> int:
     return prepared.scan_parquet(PAIRS).filter(pl.col("group").is_in(groups)).select(
         pl.col("pair_id").n_unique()).collect().item()

@@ -187,12 +187,12 @@ def register(app: typer.Typer) -> None:
                 results, manifest = prepare.run_residuals(pre, dest, residual_config(p), groups, dest.options,
                                                           progress=lambda n: bar.advance(task, n),
                                                           base=str(repo_root()), within=prepare.image_root(p, pre))
-            ran = [r for r in results if r.manifest["rows_in"]]
-            total = {k: sum(r.manifest[k] for r in ran) for k in ("rows_in", "rows_out", "rows_quarantined")}
-            err_console.print(f"residual_images: {total['rows_in']} pairs = {total['rows_out']} written + "
-                              f"{total['rows_quarantined']} quarantined, {len(ran)} groups "
-                              f"({sum(r.skipped for r in ran)} up to date)")
-            for r in ran:
+            done = prepare.residual_summary(results)
+            n_groups = len(done["recomputed"]) + len(done["up_to_date"])
+            err_console.print(f"residual_images: {done['rows_in']} pairs = {done['rows_out']} written + "
+                              f"{done['rows_quarantined']} quarantined, {n_groups} groups "
+                              f"({len(done['up_to_date'])} up to date)")
+            for r in results:
                 if r.manifest["rows_quarantined"]:
                     err_console.print(f"  {r.group}: {r.manifest['rows_quarantined']} quarantined "
                                       f"(see {dest.url(group_dir(r.group), 'quarantine.parquet')})")

@@ -152,13 +152,11 @@ def residual_images(context: dg.AssetExecutionContext, params: SpotdiffParams, g
     results, _ = prepare.run_residuals(prepared, out, residual_config(p), groups, out.options,
                                        base=str(repo_root()), within=prepare.image_root(p, prepared))
     stats, previews = prepare.residual_stats(out, groups, n_previews=4)
-    ran = [r for r in results if r.manifest["rows_in"]]
-    totals = {k: sum(r.manifest[k] for r in ran) for k in ("rows_in", "rows_out", "rows_quarantined")}
+    done = prepare.residual_summary(results)
     meta = {
-        "dagster/row_count": totals["rows_out"], "dagster/column_schema": SHARD_TABLE_SCHEMA, **totals,
+        "dagster/row_count": done["rows_out"], "dagster/column_schema": SHARD_TABLE_SCHEMA,
+        **{k: (dg.MetadataValue.json(v) if isinstance(v, list) else v) for k, v in done.items()},
         "shards": sum(len(r.manifest["shards"]) for r in results),
-        "recomputed": dg.MetadataValue.json(sorted(r.group for r in ran if not r.skipped)),
-        "up_to_date": dg.MetadataValue.json(sorted(r.group for r in ran if r.skipped)),
         "quarantine_reasons": dg.MetadataValue.json(reason_counts(pl.concat([r.quarantine for r in results],
                                                                             how="diagonal_relaxed"))),
         "path": dg.MetadataValue.path(out.root), "image_size": residual_config(p).image_size,
