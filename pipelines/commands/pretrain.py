@@ -22,4 +22,6 @@ def register(app: typer.Typer) -> None:
 
         with user_errors():
             report = pretrain_encoder(params_for(profile, parse_sets(set_) or None))
-        typer.echo(json.dumps(report, indent=2, sort_keys=True))
+        # one line on the main job's terminal (the full report is the stage's note, pretrain.json)
+        typer.echo(f"pretrain skipped: {report['skipped']}" if "skipped" in report
+                   else json.dumps(report, sort_keys=True))
