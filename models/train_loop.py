@@ -48,7 +48,6 @@ class TrainConfig:
     select_metric: str = "val_change_f1"  # chooses the best checkpoint; validation only
     select_mode: str = "max"
     bf16: bool = True                # bf16 autocast on GPU and on CPUs with native bf16 (autocast_dtype)
-    fail_after_steps: int | None = None  # fault injection: raise once at this step (tests resume)
 
 
 @dataclass(frozen=True)
@@ -296,8 +295,6 @@ def train(cfg: TrainConfig, model_cfg: dict, data: DataSpec, rt: Runtime) -> ckp
                           f"loss {losses['loss']:.4f} (l_gen {losses['l_gen']:.4f}, "
                           f"l_con {losses['l_con']:.4f}, l_find {losses['l_find']:.4f})", flush=True)
                 t_last, q_last = now, 0
-            if cfg.fail_after_steps and rt.resume_dir is None and state.step == cfg.fail_after_steps:
-                raise RuntimeError(f"injected failure at step {state.step} (fail_after_steps)")
         state.epoch = epoch + 1
         metrics = {"epoch": state.epoch, "step": state.step, "samples": state.samples}
         folder = None
