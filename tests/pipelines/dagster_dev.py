@@ -36,7 +36,7 @@ def fresh_clone(tmp: Path) -> tuple[Path, dict]:
     variable of the developer's shell that would point it elsewhere)."""
     repo, home = tmp / "spotdiff", tmp / "dagster_home"
     home.mkdir()
-    # two runs at a time: the ten residual_images partition runs all at once thrash 2 cores
+    # two runs at a time: on 2 cores more runs at once only thrash (each run starts a Python with torch)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nrun_queue:\n  max_concurrent_runs: 2\n")
     env = {**os.environ, "SPOTDIFF_PROFILE": "smoke", "PYTHONPATH": str(repo), "DAGSTER_HOME": str(home)}
     for k in ("SPOTDIFF_PARAMS", "MLFLOW_TRACKING_URI", "SPOTDIFF_MIMIC_ROOT", "SPOTDIFF_DIFFVQA_ROOT"):
