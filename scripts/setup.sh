@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up: project venv (.venv), DVC in its own tool venv (.venv-dvc), Java for
-# pycocoevalcap's METEOR/PTB tokenizer, Chromium for the UI tests' screenshots. Re-running it
+# pycocoevalcap's METEOR/PTB tokenizer, Chromium for the Dagster UI test. Re-running it
 # is cheap: each step is skipped when the stamp of what it installed matches.
 #
 # Why two venvs: DVC pulls hydra/omegaconf, which pin antlr4-python3-runtime 4.9, and Dagster's
@@ -25,7 +25,8 @@ need_java() {
 }
 
 need_chromium() {
-  # headless Chromium: the UI tests' screenshots of the asset graph (README pictures)
+  # headless Chromium: the Dagster UI test clicks "Materialize all" in it (Playwright) and takes the
+  # README's picture of the asset graph
   if ! command -v chromium >/dev/null 2>&1; then
     echo "[setup] Chromium not found (the UI tests take screenshots with it); installing chromium" >&2
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -75,16 +74,43 @@ def dagster_dev(repo: Path, env: dict, log_path: Path, start_timeout: float = 18
         log.close()
 
 
-def screenshot(url: str, page: str, out: Path) -> Path:
-    """A headless Chromium picture of `page` (the UI renders client-side: a virtual-time budget
-    lets its scripts finish)."""
+@contextlib.contextmanager
+def browser(url: str):
+    """A headless Chromium page on the webserver, driven by Playwright (the system Chromium that
+    scripts/setup.sh installs: nothing is downloaded). The community pop-up a first visit shows
+    is dismissed as a user would, with its Skip button."""
+    from playwright.sync_api import sync_playwright
+
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "chromium is not installed (scripts/setup.sh installs it)"
-    gql(url, "mutation { setNuxSeen }")  # the community pop-up would cover the graph
-    profile = tempfile.mkdtemp()
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-                    "--window-size=1800,1000", "--virtual-time-budget=20000", f"--screenshot={out}",
-                    url + page], check=True, timeout=120, capture_output=True)
-    shutil.rmtree(profile, ignore_errors=True)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = b.new_page(viewport={"width": 1800, "height": 1000})
+            page.set_default_timeout(120_000)  # the UI renders client-side, on 2 busy cores
+            page.goto(url + "/asset-groups", wait_until="networkidle")
+            skip = page.get_by_role("button", name="Skip")
+            if skip.count():
+                skip.click()
+            yield page
+        finally:
+            b.close()
+
+
+def click_materialize_all(page, url: str) -> None:
+    """The global lineage page's "Materialize all": its dialog (partitioned residual_images beside
+    unpartitioned assets) with every partition selected, then "Launch backfill"."""
+    page.goto(url + "/asset-groups", wait_until="networkidle")
+    page.get_by_role("button", name="Materialize all").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_role("button", name="All", exact=True).click()
+    dialog.get_by_role("button", name="Launch backfill").click()
+    dialog.wait_for(state="detached")
+
+
+def screenshot(page, url: str, out: Path) -> Path:
+    """A picture of the page at `url` once it has settled."""
+    page.goto(url, wait_until="networkidle")
+    page.wait_for_timeout(3000)  # the graph lays itself out after the data arrives
+    page.screenshot(path=str(out))
     return out

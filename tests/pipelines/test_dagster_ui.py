@@ -2,16 +2,17 @@
 with a temporary DAGSTER_HOME, on a fresh clone.
 
 1. "Materialize all": the graph (data, model, evaluation, registered model, champion, their
-   checks) is launched through the webserver's GraphQL API as the UI does (partitioned
-   residual_images beside unpartitioned assets: a backfill of all partitions), polled to
-   success, and the asset-check results are read back.
+   checks) is launched by clicking the button in a headless Chromium (Playwright) and, in its
+   dialog, "All" partitions and "Launch backfill" (partitioned residual_images beside
+   unpartitioned assets); the backfill is polled to success through the webserver's GraphQL
+   API, and the asset-check results are read back.
 2. The loop on the daemon: the two automation sensors are switched on (as in the UI's Automation
    tab), a batch of new subjects lands (`synth.added_subjects`), and with nobody launching
    anything the sensor, the automation conditions and the promotion gate carry it to a new
    registered candidate — in one residual_images run over all groups that recomputes only the
    groups the new subjects fall in. Then,
    with no new file, nothing runs.
-A headless Chromium screenshot of the asset graph is taken at the end (SPOTDIFF_SCREENSHOT=path.png
+A screenshot of the asset graph in the same browser is taken at the end (SPOTDIFF_SCREENSHOT=path.png
 keeps it; docs/img/dagster_asset_graph.png is made that way).
 
 `python -m pytest tests/pipelines/test_dagster_ui.py` (source scripts/env.sh first)."""
@@ -28,7 +29,7 @@ import pytest
 import yaml
 
 from assets.residuals import GROUPS
-from tests.pipelines.dagster_dev import dagster_dev, fresh_clone, gql, screenshot
+from tests.pipelines.dagster_dev import browser, click_materialize_all, dagster_dev, fresh_clone, gql, screenshot
 
 CHAIN_ASSETS = {"embedded_dataset", "mimic_images", "diffvqa_questions", "study_pairs", "quarantine", "residual_images",
                 "pretrained_encoder", "real_model", "evaluation", "registered_model", "champion_model"}
@@ -36,8 +37,7 @@ CHAIN_ASSETS = {"embedded_dataset", "mimic_images", "diffvqa_questions", "study_
 NODES = """{ assetNodes { assetKey { path } dependencyKeys { path }
   assetChecksOrError { ... on AssetChecks { checks { name
     executionForLatestMaterialization { status evaluation { success } } } } } } }"""
-BACKFILL = """mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
-  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+BACKFILLS = """{ partitionBackfillsOrError { ... on PartitionBackfills { results { id } } } }"""
 STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
   ... on PartitionBackfill { status } ... on PythonError { message } } }"""
 META = """{ assetOrError(assetKey: {path: ["registered_model"]}) { ... on Asset {
@@ -102,10 +102,12 @@ def test_materialize_all_then_the_loop_runs_itself_on_the_daemon(tmp_path):
         assert deps["champion_model"] == {"registered_model"}
         assert deps["mimic_images"] == deps["diffvqa_questions"] == {"embedded_dataset"}
 
-        launched = gql(url, BACKFILL, {"p": {"assetSelection": [{"path": k.split("/")} for k in sorted(keys)],
-                                              "allPartitions": True}})["launchPartitionBackfill"]
-        assert launched["__typename"] == "LaunchBackfillSuccess", launched
-        bid = launched["backfillId"]
+        # "Materialize all", clicked in a real browser: the UI launches a backfill of every partition
+        with browser(url) as page:
+            click_materialize_all(page, url)
+        backfills = gql(url, BACKFILLS)["partitionBackfillsOrError"]["results"]
+        assert len(backfills) == 1, backfills
+        bid = backfills[0]["id"]
         t0, deadline = time.time(), time.time() + 1200
         while time.time() < deadline:
             status = gql(url, STATUS, {"id": bid})["partitionBackfillOrError"]["status"]
@@ -158,5 +160,6 @@ def test_materialize_all_then_the_loop_runs_itself_on_the_daemon(tmp_path):
         assert len(gql(url, ALL_RUNS)["runsOrError"]["results"]) == n_runs
 
         shot = Path(os.environ.get("SPOTDIFF_SCREENSHOT") or tmp_path / "asset-graph.png")
-        screenshot(url, "/assets/champion_model?view=lineage&lineageScope=upstream&lineageDepth=10", shot)
+        with browser(url) as page:
+            screenshot(page, url + "/assets/champion_model?view=lineage&lineageScope=upstream&lineageDepth=10", shot)
         assert shot.stat().st_size > 10_000
