@@ -166,34 +166,54 @@ def per_type_table(summary: dict) -> list[str]:
 DEFAULT_VARIANT = "+finding heads"  # the model the default profile trains
 
 
+# Rows that add one part to another row than the default: each is also compared with that row.
+ADDS_TO = {"+AMiF alignment+mining+gated fusion": "+AMiF alignment+mining",
+           "+all question types+See-in-Pairs controls": "+all question types"}
+
+
+def _against(summary: dict, runs: list[dict], name: str, base: str) -> list[str]:
+    """Markdown lines: `name` minus `base`, seed by seed, change-F1 with the verdict its interval
+    allows, then the single-image types (a part may help there only); point differences of the
+    means when fewer than two seeds pair up."""
+    paired = paired_delta(runs, name, base=base)
+    if paired is None:
+        delta = summary[name]["test_change_f1"][0] - summary[base]["test_change_f1"][0]
+        out = [f"- {name}: Δ = {delta:+.3f} (one seed: no interval)"]
+        others = [f"{t} {summary[name][k][0] - summary[base][k][0]:+.3f}"
+                  for t, k in ((t, f"test_type/{t}/{m}") for t, m in TYPE_METRIC.items())
+                  if t != "difference" and k in summary[name] and k in summary[base]]
+        return out + ([f"  - other types (one seed): {'; '.join(others)}"] if others else [])
+    mean, low, high, n = paired
+    out = [f"- {name}: Δ = {mean:+.3f} [95 % CI {low:+.3f}, {high:+.3f} over {n} paired seeds]: "
+           f"{_verdict(low, high)}"]
+    others = []
+    for t, k in TYPE_METRIC.items():
+        d = None if t == "difference" else paired_delta(runs, name, base=base, metric=f"test_type/{t}/{k}")
+        if d is not None:
+            beyond = _verdict(d[1], d[2]) != "within seed noise"
+            others.append(f"{t} {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]{' *' if beyond else ''}")
+    return out + ([f"  - other types: {'; '.join(others)} (* beyond its interval)"] if others else [])
+
+
 def against_default(summary: dict, runs: list[dict], default: str = DEFAULT_VARIANT) -> list[str]:
     """Markdown lines: each row built on the default model (one part added or taken away) against
-    the default model itself, seed by seed, with the verdict its interval allows: a part earns
-    the default profile only when the whole interval is above zero."""
-    if default not in summary or "test_change_f1" not in summary[default]:
-        return []
-    out = [f"Against the default model (`{default}`), seed-paired change-F1:", ""]
-    for name, m in summary.items():
-        if name == default or not VARIANTS[name].get("finding_heads") or "test_change_f1" not in m:
-            continue
-        paired = paired_delta(runs, name, base=default)
-        if paired is None:
-            delta = m["test_change_f1"][0] - summary[default]["test_change_f1"][0]
-            out.append(f"- {name}: Δ = {delta:+.3f} (one seed: no interval)")
-            continue
-        mean, low, high, n = paired
-        out.append(f"- {name}: Δ = {mean:+.3f} [95 % CI {low:+.3f}, {high:+.3f} over {n} paired seeds]: "
-                   f"{_verdict(low, high)}")
-        # the single-image types, where a row also answers them: a part may help there only
-        others = []
-        for t, k in TYPE_METRIC.items():
-            d = None if t == "difference" else paired_delta(runs, name, base=default, metric=f"test_type/{t}/{k}")
-            if d is not None:
-                beyond = _verdict(d[1], d[2]) != "within seed noise"
-                others.append(f"{t} {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]{' *' if beyond else ''}")
-        if others:
-            out.append(f"  - other types: {'; '.join(others)} (* beyond its interval)")
-    return out + [""]
+    the default model itself, seed by seed; a part earns the default profile only when the whole
+    interval is above zero. Then each row of ADDS_TO against the row it adds its part to."""
+    has = lambda n: n in summary and "test_change_f1" in summary[n]  # noqa: E731
+    out = []
+    if has(default):
+        out += [f"Against the default model (`{default}`), seed-paired change-F1:", ""]
+        for name in summary:
+            if name != default and VARIANTS[name].get("finding_heads") and has(name):
+                out += _against(summary, runs, name, default)
+        out.append("")
+    pairs = [(n, b) for n, b in ADDS_TO.items() if has(n) and has(b)]
+    if pairs:
+        out += ["Against the row each adds one part to, seed-paired change-F1:", ""]
+        for name, base in pairs:
+            out += _against(summary, runs, name, base)
+        out.append("")
+    return out
 
 
 def _verdict(low: float, high: float) -> str:

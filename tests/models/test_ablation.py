@@ -136,3 +136,23 @@ def test_rows_built_on_the_default_model_are_judged_against_it_by_their_interval
     md = results_markdown(summarize(runs), runs, "g", "figures/a.png", "Setup.")
     assert "baseline+finding heads: Δ change-F1 = +0.197 [95 % CI " in md
     assert "vs baseline (no residual branch: not a goal row)" in md
+
+
+def test_a_row_that_adds_a_part_to_another_row_is_judged_against_that_row():
+    """The See-in-Pairs controls change only the single-image questions' reference: the row is
+    compared with the all-types row it adds them to, per type; one seed gives point deltas."""
+    from models.ablation import against_default
+
+    name, base = "+all question types+See-in-Pairs controls", "+all question types"
+    runs = [{"variant": v, "seed": s, "run_id": f"{v}{s}", "run_name": f"r{s}",
+             "metrics": {"test_change_f1": 0.39 + 0.01 * s, "test_type/level/item_f1": 0.7 + 0.01 * s + 0.1 * (v == name),
+                         "test_type/presence/accuracy": 0.7 + 0.02 * s * (v == name)}}
+            for v in (name, base) for s in range(3)]
+    lines = "\n".join(against_default(summarize(runs), runs))
+    assert "Against the row each adds one part to" in lines and "Against the default model" not in lines
+    assert f"- {name}: Δ = +0.000 [95 % CI +0.000, +0.000 over 3 paired seeds]" in lines
+    assert "level +0.100 [+0.100, +0.100] *" in lines and "presence +0.020 [" in lines
+    one = [r for r in runs if r["seed"] == 0]
+    lines = "\n".join(against_default(summarize(one), one))
+    assert f"- {name}: Δ = +0.000 (one seed: no interval)" in lines
+    assert "  - other types (one seed): presence +0.000; level +0.100" in lines
