@@ -158,7 +158,13 @@ def test_dagster_cli_materializes_an_asset(tmp_path):
                           "-m", "pipelines.definitions"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert res.stderr.count("ASSET_CHECK_EVALUATION") + res.stdout.count("ASSET_CHECK_EVALUATION") == 2
+    # the checks as the instance recorded them (its event log, not the console's lines)
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        (run,) = instance.get_runs()
+        records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+        evaluations = {r.event_log_entry.dagster_event.event_specific_data.asset_key.to_user_string():
+                       r.event_log_entry.dagster_event.event_specific_data.passed for r in records}
+    assert evaluations == {"mimic_images": True, "diffvqa_questions": True}, evaluations
     images = pl.read_parquet(tmp_path / "prepared/images.parquet")
     assert images.height == len(t.images)
     assert (tmp_path / "prepared/questions.parquet").exists()
