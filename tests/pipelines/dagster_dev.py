@@ -78,7 +78,7 @@ def dagster_dev(repo: Path, env: dict, log_path: Path, start_timeout: float = 18
 def browser(url: str):
     """A headless Chromium page on the webserver, driven by Playwright (the system Chromium that
     scripts/setup.sh installs: nothing is downloaded). The community pop-up a first visit shows
-    is dismissed as a user would, with its Skip button."""
+    is dismissed as a user would, with its Skip button, whenever it opens."""
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -88,10 +88,10 @@ def browser(url: str):
         try:
             page = b.new_page(viewport={"width": 1800, "height": 1000})
             page.set_default_timeout(120_000)  # the UI renders client-side, on 2 busy cores
+            # The pop-up may open at any time after the first load (seen over the Materialize dialog
+            # on an idle box): Playwright clicks its Skip whenever it shows, before each action.
+            page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
             page.goto(url + "/asset-groups", wait_until="networkidle")
-            skip = page.get_by_role("button", name="Skip")
-            if skip.count():
-                skip.click()
             yield page
         finally:
             b.close()
