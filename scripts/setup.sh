@@ -29,7 +29,7 @@ need_chromium() {
   # headless Chromium: the Dagster UI test clicks "Materialize all" in it (Playwright) and takes the
   # README's picture of the asset graph
   if ! command -v chromium >/dev/null 2>&1; then
-    echo "[setup] Chromium not found (the UI tests take screenshots with it); installing chromium" >&2
+    echo "[setup] Chromium not found (the Dagster UI test drives it); installing chromium" >&2
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     else
