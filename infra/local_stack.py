@@ -142,9 +142,11 @@ class Stack:
     def wait(self, name: str, check, timeout: float = 180) -> None:
         start = time.time()
         while time.time() - start < timeout:
-            if name in self.spawned_names() and not self.alive(name):
-                raise StackError(f"{name} exited during start-up; see {self.logs / (name + '.log')}:\n"
-                                 + self.tail(name))
+            # any service of the stack, not only the awaited one: a worker waiting on a head that
+            # died would otherwise only time out, naming the wrong log
+            for dead in [n for n in self.spawned_names() if not self.alive(n)]:
+                raise StackError(f"{dead} exited during start-up; see {self.logs / (dead + '.log')}:\n"
+                                 + self.tail(dead))
             try:
                 if check():
                     log(f"{name}: ready ({time.time() - start:.0f}s)")
@@ -376,8 +378,8 @@ load_from:
         self.wait("s3", self.s3_bucket_ready, 120)
         self.mlflow_start()
         self.dagster_start(code_module)
-        self.wait("ray-head", lambda: socket.create_connection(
-            (HOST, self.port("ray-head")), timeout=2).close() is None, 120)
+        # asked of the GCS, not a TCP connect: a port that answers may be another process's
+        self.wait("ray-head", lambda: self.ray_nodes_alive() == 1, 180)
         self.ray_start("ray-worker")
         self.wait("mlflow", lambda: self.http_ok(f"http://{HOST}:{self.port('mlflow')}/health"), 240)
         self.wait("dagster-code", self.code_server_ready, 240)

@@ -52,6 +52,10 @@ def stack():
     st = local_stack.Stack(root, free_offset())
     try:
         st.up()
+    except local_stack.StackError:
+        st.down(grace=5)
+        raise  # the root stays: the logs the message names are there to read
+    try:
         yield st
     finally:
         st.down(grace=5)  # SeaweedFS and Ray take ~15 s to exit gracefully; nothing to keep here
