@@ -53,18 +53,3 @@ def _isolate_mlflow_uris():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-
-
-# The two longest files, started first and on different workers when scripts/test.sh runs the
-# suite on two (pytest-xdist, one file per unit): the Dagster UI test spends most of its minutes
-# waiting on the daemon's fixed 30 s iterations, and the other worker fills that wait with the
-# rest of the suite instead of queueing behind it (docs/benchmarks.md "The full test suite").
-START_FIRST = ("tests/pipelines/test_dagster_ui.py", "tests/pipelines/test_registry_chain.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    def rank(item) -> int:
-        path = item.nodeid.split("::")[0]
-        return START_FIRST.index(path) if path in START_FIRST else len(START_FIRST)
-
-    items.sort(key=rank)  # stable: every other file keeps its collection order
