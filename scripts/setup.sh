@@ -53,7 +53,8 @@ logged() {
 }
 
 # The installer is uv, a pip-compatible one: from a fresh clone on this 2-core box both venvs take
-# 17 s with its cache warm and ~45 s cold, against 3:00 with pip (docs/benchmarks.md "Set-up").
+# 17 s with its cache warm and ~45 s cold, against 3:00 with pip (docs/benchmarks.md "Set-up"),
+# plus ~40 s compiling bytecode (below).
 # pyproject.toml pins torch/torchvision exactly, so it installs the versions pip would. uv reads
 # no pip.conf: behind a private index set UV_INDEX_URL (or UV_DEFAULT_INDEX) as you set pip's.
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
