@@ -60,6 +60,7 @@ class Stack:
         self.offset = offset
         self.logs = self.root / "logs"
         self.pids = self.root / "pids"
+        self.started: set[str] = set()  # spawned (or found running) by this object's `up`
 
     # ---- configuration -------------------------------------------------------------------
     def port(self, name: str) -> int:
@@ -113,6 +114,7 @@ class Stack:
         logs/<name>.log, pid to pids/<name>."""
         self.logs.mkdir(parents=True, exist_ok=True)
         self.pids.mkdir(parents=True, exist_ok=True)
+        self.started.add(name)
         if self.alive(name):
             log(f"{name}: already running")
             return
@@ -142,9 +144,10 @@ class Stack:
     def wait(self, name: str, check, timeout: float = 180) -> None:
         start = time.time()
         while time.time() - start < timeout:
-            # any service of the stack, not only the awaited one: a worker waiting on a head that
-            # died would otherwise only time out, naming the wrong log
-            for dead in [n for n in self.spawned_names() if not self.alive(n)]:
+            # any service this `up` started, not only the awaited one: a worker waiting on a head
+            # that died would otherwise only time out, naming the wrong log (the pid files a crash
+            # left behind are not looked at: their services are started again, or not at all)
+            for dead in [n for n in sorted(self.started) if not self.alive(n)]:
                 raise StackError(f"{dead} exited during start-up; see {self.logs / (dead + '.log')}:\n"
                                  + self.tail(dead))
             try:
@@ -156,9 +159,6 @@ class Stack:
             time.sleep(0.5)
         raise StackError(f"{name} not ready after {timeout:.0f}s; see {self.logs / (name + '.log')}:\n"
                          + self.tail(name))
-
-    def spawned_names(self) -> list[str]:
-        return sorted(p.name for p in self.pids.glob("*")) if self.pids.exists() else []
 
     def tail(self, name: str, n: int = 25) -> str:
         try:
