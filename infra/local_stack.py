@@ -147,7 +147,8 @@ class Stack:
             # any service this `up` started, not only the awaited one: a worker waiting on a head
             # that died would otherwise only time out, naming the wrong log (the pid files a crash
             # left behind are not looked at: their services are started again, or not at all)
-            for dead in [n for n in sorted(self.started) if not self.alive(n)]:
+            dead = next((n for n in sorted(self.started) if not self.alive(n)), None)
+            if dead:
                 raise StackError(f"{dead} exited during start-up; see {self.logs / (dead + '.log')}:\n"
                                  + self.tail(dead))
             try:

@@ -52,7 +52,7 @@ def stack():
     st = local_stack.Stack(root, free_offset())
     try:
         st.up()
-    except local_stack.StackError:
+    except Exception:  # a StackError, or a health check that raised: nothing may keep running
         st.down(grace=5)
         raise  # the root stays: the logs the message names are there to read
     try:
