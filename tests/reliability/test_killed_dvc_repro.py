@@ -1,7 +1,8 @@
 """`dvc repro` SIGKILLed (with its stage process) while the residuals stage runs, in a temporary
 git + DVC repo: dvc.lock never records the unfinished stage, the re-run repeats only that stage
 (ingest and pairs are skipped as unchanged), and afterwards `dvc status` is clean and every shard
-in the manifest matches its sha256. `python -m pytest tests/reliability/test_killed_dvc_repro.py`"""
+in the manifest matches its sha256; the stages wrote the contract files, and one more repro is a
+no-op that leaves dvc.lock as it was. `python -m pytest tests/reliability/test_killed_dvc_repro.py`"""
 
 import json
 import os
@@ -10,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 
@@ -60,3 +62,11 @@ def test_killed_repro_reruns_consistently(repo):
     assert {str(p.relative_to(res)) for p in res.rglob("*.parquet") if p.name.startswith("shard-")} == \
         {s["path"] for s in manifest["shards"]}
     assert not list(res.rglob(".tmp-*"))
+    # the contract files of the data stages
+    pairs = pl.read_parquet(repo / "data/prepared/pairs.parquet")
+    assert {"question_id", "pair_id", "main_path", "ref_path", "split"} <= set(pairs.columns)
+    assert (repo / "data/prepared/quarantine.parquet").exists()
+    # nothing changed: a third repro runs nothing and rewrites no lock entry
+    lock = (repo / "dvc.lock").read_text()
+    assert "Running stage" not in run(["dvc", "repro"], repo, env)
+    assert (repo / "dvc.lock").read_text() == lock
