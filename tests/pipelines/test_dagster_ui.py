@@ -37,7 +37,7 @@ CHAIN_ASSETS = {"embedded_dataset", "mimic_images", "diffvqa_questions", "study_
 NODES = """{ assetNodes { assetKey { path } dependencyKeys { path }
   assetChecksOrError { ... on AssetChecks { checks { name
     executionForLatestMaterialization { status evaluation { success } } } } } } }"""
-BACKFILLS = """{ partitionBackfillsOrError { ... on PartitionBackfills { results { id } } } }"""
+BACKFILLS = """{ partitionBackfillsOrError { ... on PartitionBackfills { results { id status } } } }"""
 STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
   ... on PartitionBackfill { status } ... on PythonError { message } } }"""
 META = """{ assetOrError(assetKey: {path: ["registered_model"]}) { ... on Asset {
@@ -71,15 +71,21 @@ def _start_sensors(url: str) -> None:
 
 
 def _wait_for(url: str, asset: str, count: int, log: Path, timeout: float) -> list[dict]:
+    """`asset`'s materializations once there are `count` and every run that made them has
+    succeeded (a run is done only after its last step); fails at once on a failed or cancelled run
+    or backfill (the UI's "Materialize all" and the automation's partitioned requests are backfills)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        found = _materializations(url, asset)
-        if len(found) >= count:
-            return found
-        failed = [r for r in gql(url, ALL_RUNS)["runsOrError"]["results"] if r["status"] == "FAILURE"]
+        runs = {r["runId"]: r["status"] for r in gql(url, ALL_RUNS)["runsOrError"]["results"]}
+        failed = {k: v for k, v in runs.items() if v in ("FAILURE", "CANCELED")}
+        failed |= {b["id"]: b["status"] for b in gql(url, BACKFILLS)["partitionBackfillsOrError"]["results"]
+                   if b["status"] not in ("REQUESTED", "COMPLETED", "COMPLETED_SUCCESS")}
         assert not failed, (failed, log.read_text()[-3000:])
+        found = _materializations(url, asset)
+        if len(found) >= count and all(runs.get(m["runId"]) == "SUCCESS" for m in found):
+            return found
         time.sleep(POLL_SECONDS)
-    raise AssertionError(f"{asset}: fewer than {count} materializations after {timeout:.0f} s\n"
+    raise AssertionError(f"{asset}: fewer than {count} materializations by succeeded runs after {timeout:.0f} s\n"
                          + log.read_text()[-3000:])
 
 
@@ -111,19 +117,11 @@ def test_materialize_all_then_the_loop_runs_itself_on_the_daemon(tmp_path):
         # Done when the last wave's run (it materializes champion_model) has succeeded. The
         # backfill's own status flips only on the backfill daemon's next tick (Dagster's fixed
         # 30 s interval): checked after the loop below, by when it has long flipped.
-        t0, deadline = time.time(), time.time() + 1200
-        while time.time() < deadline:
-            runs = gql(url, RUNS, {"id": bid})["runsOrError"]["results"]
-            assert not [r for r in runs if r["status"] in ("FAILURE", "CANCELED")], (runs, log.read_text()[-3000:])
-            status = gql(url, STATUS, {"id": bid})["partitionBackfillOrError"]["status"]
-            assert status in ("REQUESTED", "COMPLETED", "COMPLETED_SUCCESS"), (status, log.read_text()[-3000:])
-            champion = {m["runId"] for m in _materializations(url, "champion_model")}
-            if champion & {r["runId"] for r in runs} and all(r["status"] == "SUCCESS" for r in runs):
-                break
-            time.sleep(3)
-        else:
-            raise AssertionError(f"materialize all did not finish in 1200 s\n{log.read_text()[-3000:]}")
+        t0 = time.time()
+        _wait_for(url, "champion_model", 1, log, timeout=1200)
         print(f"materialize all (backfill) took {time.time() - t0:.0f} s")
+        runs = gql(url, RUNS, {"id": bid})["runsOrError"]["results"]
+        assert runs and all(r["status"] == "SUCCESS" for r in runs), runs  # earlier waves ran before the last
         # the ten residual groups in one run, not ten (single-run backfill policy)
         assert len({m["runId"] for m in _materializations(url, "residual_images")}) == 1
 
