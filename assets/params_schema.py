@@ -83,6 +83,7 @@ class Train(_Section):
     output_dir: str
     log_dir: str
     run_name: str
+    reuse: bool
     max_failures: int
     num_to_keep: int
     seed: int

@@ -61,6 +61,7 @@ class FitResult:
     test_metrics: dict
     steps: int
     output_dir: Path
+    reused: bool = False  # the model of the same inputs was already there: no new run (models/lifecycle/reuse.py)
 
 
 def train_tokenizer_files(pairs_parquet: str, vocab_size: int, question_types,

@@ -11,12 +11,14 @@ from models.lifecycle.runs import new_run_name, tracking_uri, training_question_
 
 
 def train(params: dict, run_name: str | None = None, tags: dict | None = None):
-    """Everything a training run needs, from resolved params. Returns models.train.FitResult."""
+    """Everything a training run needs, from resolved params. Returns models.train.FitResult;
+    `reused` when train.output_dir already held the model of the same inputs (models/lifecycle/reuse.py)."""
     from assets.prepare import FINDING_TARGETS
     from assets.shards import MANIFEST_NAME
     from models.lifecycle.pretrain import encoder_for_training
+    from models.lifecycle.reuse import forget, inputs_key, remember, reusable_metrics
     from models.tracking import TrackingUnreachable, check_reachable, data_version, git_commit
-    from models.train import RunSpec, ScalingSpec, TrackingSpec, fit
+    from models.train import FitResult, RunSpec, ScalingSpec, TrackingSpec, fit
     from models.train_loop import DataSpec, TrainConfig
 
     try:
@@ -40,13 +42,25 @@ def train(params: dict, run_name: str | None = None, tags: dict | None = None):
     if "model" not in params:
         raise UserError("params.yaml: no `model` section")
     check_local_resources(t["num_workers"], t["use_gpu"], dict(t["resources_per_worker"]))
-    model_cfg = {**params["model"], "pretrained_resnet": encoder_for_training(params)}
+    encoder = encoder_for_training(params)
+    model_cfg = {**params["model"], "pretrained_resnet": encoder}
+    version = data_version(residuals.read_bytes(MANIFEST_NAME), prepared.read_bytes("pairs.parquet"))
+    targets = prepared.read_bytes(FINDING_TARGETS) if prepared.exists(FINDING_TARGETS) else None
+    out = Path(resolve_path(t["output_dir"]))
+    key = inputs_key(params, training_question_types(params), version, targets, encoder)
+    if t["reuse"] and not (run_name or t["run_name"]):
+        kept = reusable_metrics(out, key, tracking_uri(params))
+        if kept is not None:
+            return FitResult(kept["run_name"], kept["mlflow_run_id"], out / "best",
+                             {**kept["val"], "epoch": kept.get("best_epoch")}, kept["test"], kept["steps"], out,
+                             reused=True)
+    forget(out)
     name = run_name or t["run_name"] or new_run_name(params["profile"])
     # every loop setting params.yaml's train section names (the rest of it is Ray's and the run's)
     loop_keys = {f.name for f in fields(TrainConfig)} & set(t) - {"question_types"}
     train_cfg = TrainConfig(**{k: t[k] for k in sorted(loop_keys)}, question_types=training_question_types(params))
     tr = params["tracking"]
-    return fit(
+    result = fit(
         train_cfg, model_cfg,
         DataSpec(residuals.root, prepared.url("pairs.parquet"), tokenizer_dir="",
                  residuals_options=residuals.options, pairs_options=prepared.options,
@@ -59,13 +73,14 @@ def train(params: dict, run_name: str | None = None, tags: dict | None = None):
                      tr["system_metrics_interval_s"], tr["sample_predictions"]),
         params_flat=flatten(params),
         tags={"git_commit": git_commit(repo_root()),
-              "data_version": data_version(residuals.read_bytes(MANIFEST_NAME),
-                                           prepared.read_bytes("pairs.parquet")),
+              "data_version": version,
               "profile": params["profile"], **(tags or {})},
         test_num_beams=t["test_num_beams"],
         score_kwargs=({"n_boot": params["evaluate"]["bootstrap"], "seed": params["evaluate"]["seed"]}
                       if "evaluate" in params else None),
     )
+    remember(out, key, result.run_name)
+    return result
 
 
 def check_local_resources(num_workers: int, use_gpu: bool, per_worker: dict) -> None:

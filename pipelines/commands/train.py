@@ -28,10 +28,14 @@ def register(app: typer.Typer) -> None:
             result = train_model(params_for(profile, parse_sets(set_) or None), run_name)
         if summary:
             v = result.val_metrics
-            typer.echo(f"trained {result.run_name}: {result.steps} steps, best epoch {v.get('epoch')} "
+            if result.reused:
+                typer.echo(f"up to date: {result.output_dir} holds the model of the same data, params and "
+                           "code, kept with its MLflow run (--set train.reuse=false trains anyway)")
+            typer.echo(f"{'kept' if result.reused else 'trained'} {result.run_name}: {result.steps} steps, "
+                       f"best epoch {v.get('epoch')} "
                        f"(validation change-F1 {v.get('val_change_f1', float('nan')):.3f}), MLflow run "
                        f"{result.mlflow_run_id}\nbest checkpoint: {result.best_checkpoint}")
             return
         typer.echo(json.dumps({"run_name": result.run_name, "mlflow_run_id": result.mlflow_run_id,
-                               "best_checkpoint": str(result.best_checkpoint),
+                               "reused": result.reused, "best_checkpoint": str(result.best_checkpoint),
                                "steps": result.steps, "test": result.test_metrics}, indent=2))

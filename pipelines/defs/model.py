@@ -52,6 +52,7 @@ def real_model(context: dg.AssetExecutionContext, config: TrainRunConfig) -> dg.
         "mlflow_run_id": result.mlflow_run_id or "",
         "best_checkpoint": dg.MetadataValue.path(str(result.best_checkpoint)),
         "steps": result.steps,
+        "reused": result.reused,  # the model of the same inputs was already there: no new run
         **{k: float(v) for k, v in result.val_metrics.items() if k.startswith("val_")},
     })
 

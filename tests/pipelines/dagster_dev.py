@@ -38,7 +38,10 @@ def fresh_clone(tmp: Path) -> tuple[Path, dict]:
     # two runs at a time: on 2 cores more runs at once only thrash (each run starts a Python with torch)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nrun_queue:\n  max_concurrent_runs: 2\n")
     env = {**os.environ, "SPOTDIFF_PROFILE": "smoke", "PYTHONPATH": str(repo), "DAGSTER_HOME": str(home)}
-    for k in ("SPOTDIFF_PARAMS", "MLFLOW_TRACKING_URI", "SPOTDIFF_MIMIC_ROOT", "SPOTDIFF_DIFFVQA_ROOT"):
+    # mlflow.set_tracking_uri / set_registry_uri in earlier tests of this process export
+    # MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI: the clone must use its own store only
+    for k in ("SPOTDIFF_PARAMS", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "SPOTDIFF_MIMIC_ROOT",
+              "SPOTDIFF_DIFFVQA_ROOT"):
         env.pop(k, None)
     subprocess.run(["git", "clone", "-q", str(REPO), str(repo)], check=True)
     return repo, env
