@@ -13,6 +13,7 @@ import functools
 
 import regex
 
+from assets.diffvqa.completion import automaton
 from assets.diffvqa.vocabulary import FINDINGS, LEVELS, LOCATION_WORDS, QUESTION_TYPES, TYPES, VIEWS
 
 
@@ -125,12 +126,26 @@ _ALPHABET = "".join(sorted({c for w in (*FINDINGS, *LEVELS, *TYPES, *LOCATION_WO
 
 def shortest_completion(pattern: regex.Pattern, prefix: str, max_len: int = 400,
                         max_states: int = 400_000) -> str | None:
-    """The shortest text that makes prefix + text a whole answer (breadth-first over characters,
-    pruned by partial matching), or None if none within max_len. Used to close an answer
-    when the token budget runs out: the grammar is mostly deterministic, so the frontier stays
-    small except at a finding name."""
+    """The shortest text that makes prefix + text a whole answer, or None if none within
+    max_len. Used to close an answer when the token budget runs out. Found on the pattern's
+    automaton (assets/diffvqa/completion.py); where that cannot decide (syntax it does not
+    build, a completion a lookahead refuses), by the character search below."""
     if pattern.fullmatch(prefix):
         return ""
+    auto = automaton(pattern.pattern)
+    if auto is not None:
+        states = auto.after(prefix)
+        if not states:  # the automaton admits more than the pattern: no state, no answer
+            return None
+        tail = auto.shortest_tail(states, max_len)
+        if tail is None or pattern.fullmatch(prefix + tail):
+            return tail
+    return _searched_completion(pattern, prefix, max_len, max_states)
+
+
+def _searched_completion(pattern: regex.Pattern, prefix: str, max_len: int, max_states: int) -> str | None:
+    """Breadth-first over characters, pruned by partial matching: exact, but its frontier
+    explodes in finding lists (gives up after max_states)."""
     frontier, seen = [""], 0
     for _ in range(max_len):
         nxt = []
