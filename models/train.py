@@ -184,6 +184,7 @@ def _fit(train_cfg: TrainConfig, model_cfg: dict, data: DataSpec, scaling: Scali
     tok_files = train_tokenizer_files(data.pairs_parquet, int(model_cfg["vocab_size"]),
                                       train_cfg.question_types, data.pairs_options)
     out = Path(run.output_dir)
+    shutil.rmtree(out / "tokenizer", ignore_errors=True)  # DVC leaves it (persist): no stale file stays
     tok_dir = write_files(tok_files, out / "tokenizer")
     from models.tokenizer import load_tokenizer
     tokenizer = load_tokenizer(tok_dir)

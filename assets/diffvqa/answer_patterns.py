@@ -132,14 +132,18 @@ def shortest_completion(pattern: regex.Pattern, prefix: str, max_len: int = 400,
     build, a completion a lookahead refuses), by the character search below."""
     if pattern.fullmatch(prefix):
         return ""
-    auto = automaton(pattern.pattern)
+    if pattern.fullmatch(prefix, partial=True) is None:
+        return None  # cannot become an answer at all
+    auto = automaton(pattern.pattern, pattern.flags)
     if auto is not None:
+        # the automaton admits at least what the pattern does (lookaheads left out), so no
+        # tail within max_len there means none in the pattern; a prefix the pattern can
+        # continue and the automaton cannot would be a builder's mistake: left to the search
         states = auto.after(prefix)
-        if not states:  # the automaton admits more than the pattern: no state, no answer
-            return None
-        tail = auto.shortest_tail(states, max_len)
-        if tail is None or pattern.fullmatch(prefix + tail):
-            return tail
+        if states:
+            tail = auto.shortest_tail(states, max_len)
+            if tail is None or pattern.fullmatch(prefix + tail):
+                return tail
     return _searched_completion(pattern, prefix, max_len, max_states)
 
 

@@ -18,6 +18,7 @@ with syntax this builder does not know gets None from `automaton` and its caller
 from __future__ import annotations
 
 import functools
+import re
 from collections import deque
 from re import _constants as C
 from re import _parser
@@ -132,13 +133,13 @@ class Automaton:
                     out.append(ch)
                 return "".join(reversed(out))
             d = dist[node]
-            if d >= max_len:
-                continue
-            for t in self.eps[s]:
+            for t in self.eps[s]:  # free: followed even at the length limit
                 if dist.get((t, moved), max_len + 1) > d:
                     dist[(t, moved)] = d
                     back[(t, moved)] = (node, "")
                     todo.appendleft((t, moved))
+            if d >= max_len:
+                continue
             for chars, t in self.edges[s]:
                 if dist.get((t, True), max_len + 1) > d + 1:
                     dist[(t, True)] = d + 1
@@ -148,9 +149,21 @@ class Automaton:
 
 
 @functools.lru_cache(maxsize=256)
-def automaton(pattern: str) -> Automaton | None:
-    """The automaton of a pattern string, or None where its syntax is beyond this builder."""
+def automaton(pattern: str, flags: int = 0) -> Automaton | None:
+    """The automaton of a pattern string, or None where it is beyond this builder: syntax `re`
+    does not read (the `regex` package's own), or flags that change what a character matches
+    (ignore-case, verbose; `flags` are the compiled pattern's, beyond Unicode and version 0)."""
+    import regex
+
+    if flags & ~(regex.UNICODE | regex.VERSION0):
+        return None
     try:
-        return Automaton(_parser.parse(pattern).data)
+        tree = _parser.parse(pattern)
+    except (re.error, RecursionError, OverflowError):
+        return None
+    if tree.state.flags & ~re.UNICODE:  # inline (?i), (?x), ...
+        return None
+    try:
+        return Automaton(tree.data)
     except (Unsupported, RecursionError):
         return None

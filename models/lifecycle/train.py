@@ -16,7 +16,7 @@ def train(params: dict, run_name: str | None = None, tags: dict | None = None):
     from assets.prepare import FINDING_TARGETS
     from assets.shards import MANIFEST_NAME
     from models.lifecycle.pretrain import encoder_for_training
-    from models.lifecycle.reuse import forget, inputs_key, remember, reusable_metrics
+    from models.lifecycle.reuse import forget, inputs_key, kept_model, remember
     from models.tracking import TrackingUnreachable, check_reachable, data_version, git_commit
     from models.train import FitResult, RunSpec, ScalingSpec, TrackingSpec, fit
     from models.train_loop import DataSpec, TrainConfig
@@ -41,19 +41,19 @@ def train(params: dict, run_name: str | None = None, tags: dict | None = None):
                             "(`dagster asset materialize` or `dvc repro residuals`)")
     if "model" not in params:
         raise UserError("params.yaml: no `model` section")
-    check_local_resources(t["num_workers"], t["use_gpu"], dict(t["resources_per_worker"]))
     encoder = encoder_for_training(params)
     model_cfg = {**params["model"], "pretrained_resnet": encoder}
     version = data_version(residuals.read_bytes(MANIFEST_NAME), prepared.read_bytes("pairs.parquet"))
     targets = prepared.read_bytes(FINDING_TARGETS) if prepared.exists(FINDING_TARGETS) else None
     out = Path(resolve_path(t["output_dir"]))
     key = inputs_key(params, training_question_types(params), version, targets, encoder)
-    if t["reuse"] and not (run_name or t["run_name"]):
-        kept = reusable_metrics(out, key, tracking_uri(params))
-        if kept is not None:
-            return FitResult(kept["run_name"], kept["mlflow_run_id"], out / "best",
-                             {**kept["val"], "epoch": kept.get("best_epoch")}, kept["test"], kept["steps"], out,
-                             reused=True)
+    kept = kept_model(params, run_name, out, key, tracking_uri(params))
+    if kept is not None:
+        return FitResult(kept["run_name"], kept["mlflow_run_id"], out / "best",
+                         {**kept["val"], "epoch": kept.get("best_epoch")}, kept["test"], kept["steps"], out,
+                         reused=True)
+    # a kept model needs no workers; a new run does (a smaller machine may still keep one)
+    check_local_resources(t["num_workers"], t["use_gpu"], dict(t["resources_per_worker"]))
     forget(out)
     name = run_name or t["run_name"] or new_run_name(params["profile"])
     # every loop setting params.yaml's train section names (the rest of it is Ray's and the run's)
@@ -79,7 +79,7 @@ def train(params: dict, run_name: str | None = None, tags: dict | None = None):
         score_kwargs=({"n_boot": params["evaluate"]["bootstrap"], "seed": params["evaluate"]["seed"]}
                       if "evaluate" in params else None),
     )
-    remember(out, key, result.run_name)
+    remember(out, key, result.run_name, result.mlflow_run_id)
     return result
 
 

@@ -77,9 +77,26 @@ def test_a_change_set_is_closed_with_exactly_its_items():
 
 def test_unknown_syntax_and_lookaheads_fall_back_to_the_search():
     negated = regex.compile(r"[^z] done\.")
-    assert automaton(negated.pattern) is None  # a negated set: not built
+    assert automaton(negated.pattern, negated.flags) is None  # a negated set: not built
     assert shortest_completion(negated, "a") == " done."
     # ignoring the lookahead, "b" would close it; the real pattern refuses that, the search does not
     ahead = regex.compile(r"(?=a)b|ab")
-    assert automaton(ahead.pattern) is not None
+    assert automaton(ahead.pattern, ahead.flags) is not None
     assert shortest_completion(ahead, "") == "ab"
+
+
+def test_a_completion_of_exactly_max_len_is_found():
+    # the accepting state is reached by free moves after the last character
+    assert shortest_completion(regex.compile("a(?:bc|de)"), "a", max_len=2) == "bc"
+    assert shortest_completion(regex.compile("x(?:ab){2,3}"), "x", max_len=4) == "abab"
+    assert shortest_completion(regex.compile("x(?:ab){2,3}"), "x", max_len=3) is None
+
+
+def test_flags_that_change_what_matches_are_left_to_the_search():
+    for pattern in (regex.compile("ab done", regex.IGNORECASE), regex.compile("(?i)ab done")):
+        assert automaton(pattern.pattern, pattern.flags) is None
+        tail = shortest_completion(pattern, "A")
+        assert tail is not None and pattern.fullmatch("A" + tail), tail
+    branch_reset = regex.compile("(?|ab|cd) x")  # the regex package's own syntax
+    assert automaton(branch_reset.pattern, branch_reset.flags) is None
+    assert shortest_completion(branch_reset, "a") == "b x"

@@ -114,7 +114,7 @@ def materialize_all_then_the_loop(tmp: Path) -> dict:
         # backfill's own status flips only on the backfill daemon's next tick (Dagster's fixed
         # 30 s interval): read after the loop, by when it has long flipped.
         t0 = time.time()
-        _wait_for(url, "champion_model", 1, log, timeout=1200)
+        _wait_for(url, "champion_model", 1, log, timeout=900)
         seen["materialize_all_s"] = time.time() - t0
         seen["backfill_runs"] = gql(url, RUNS, {"id": bid})["runsOrError"]["results"]
         seen["residual_runs"] = {m["runId"] for m in materializations(url, "residual_images")}
@@ -133,7 +133,7 @@ def materialize_all_then_the_loop(tmp: Path) -> dict:
                        capture_output=True, timeout=600)
         _start_sensors(url)  # the batch is whole on disk before the first poll sees it
         # champion_model follows registered_model: the loop is over once the gate has decided
-        _wait_for(url, "champion_model", champions + 1, log, timeout=1200)
+        _wait_for(url, "champion_model", champions + 1, log, timeout=900)
         seen["registered_after_loop"] = len(materializations(url, "registered_model"))
         pairs = pl.read_parquet(repo / "data/prepared/pairs.parquet")
         seen["new_groups"] = set(pairs.filter(~pl.col("subject_id").is_in(list(before)))["group"])

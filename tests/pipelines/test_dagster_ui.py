@@ -14,8 +14,8 @@ from assets.residuals import GROUPS
 CHAIN_ASSETS = {"embedded_dataset", "mimic_images", "diffvqa_questions", "study_pairs", "quarantine", "residual_images",
                 "pretrained_encoder", "real_model", "evaluation", "registered_model", "champion_model"}
 
-# the chain's first test pays for it (about 8 min on 2 cores)
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+# the chain's first test pays for it (about 6 min on 2 cores; above the sum of its bounded waits)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 def test_the_asset_graph_is_one_chain_from_the_embedded_data(dagster_chain):

@@ -35,8 +35,9 @@ CHAIN = ("synth", "ingest", "pairs", "residuals", "pretrain", "train", "evaluate
 NAME = load_params(profile="smoke")["registry"]["model_name"]  # the smoke profile's own model
 QUESTION = "what has changed compared to the reference image?"
 
-# the chain's first test pays for it (the Dagster half too, when it has not run yet)
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+# the chain's first test pays for it (the Dagster half too, when it has not run yet; above the
+# sum of their bounded waits)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 def run(cmd, cwd, env, ok=True, timeout=900):
