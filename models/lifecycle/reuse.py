@@ -93,9 +93,11 @@ def forget(out: Path) -> None:
 def remember(out: Path, key: dict, run_name: str, mlflow_run_id: str | None) -> None:
     """After a run finished: the key, and the run it belongs to (metrics.json must name the same
     run: a `dvc checkout` of older outputs restores this file but not the uncached metrics.json)."""
-    (out / KEY_FILE).write_text(json.dumps(
+    tmp = out / f".{KEY_FILE}.tmp"  # replaced whole: a reader beside it sees the old file or the new
+    tmp.write_text(json.dumps(
         {"digest": _digest(key), "run_name": run_name, "mlflow_run_id": mlflow_run_id, "inputs": key},
         indent=2, sort_keys=True, default=str) + "\n")
+    tmp.replace(out / KEY_FILE)
 
 
 def kept_model(params: dict, run_name: str | None, out: Path, key: dict, tracking_uri: str) -> dict | None:

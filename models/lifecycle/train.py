@@ -17,6 +17,7 @@ def train(params: dict, run_name: str | None = None, tags: dict | None = None):
     from assets.shards import MANIFEST_NAME
     from models.lifecycle.pretrain import encoder_for_training
     from models.lifecycle.reuse import forget, inputs_key, kept_model, remember
+    from models.lifecycle.writer_lock import sole_writer
     from models.tracking import TrackingUnreachable, check_reachable, data_version, git_commit
     from models.train import FitResult, RunSpec, ScalingSpec, TrackingSpec, fit
     from models.train_loop import DataSpec, TrainConfig
@@ -54,33 +55,34 @@ def train(params: dict, run_name: str | None = None, tags: dict | None = None):
                          reused=True)
     # a kept model needs no workers; a new run does (a smaller machine may still keep one)
     check_local_resources(t["num_workers"], t["use_gpu"], dict(t["resources_per_worker"]))
-    forget(out)
-    name = run_name or t["run_name"] or new_run_name(params["profile"])
-    # every loop setting params.yaml's train section names (the rest of it is Ray's and the run's)
-    loop_keys = {f.name for f in fields(TrainConfig)} & set(t) - {"question_types"}
-    train_cfg = TrainConfig(**{k: t[k] for k in sorted(loop_keys)}, question_types=training_question_types(params))
-    tr = params["tracking"]
-    result = fit(
-        train_cfg, model_cfg,
-        DataSpec(residuals.root, prepared.url("pairs.parquet"), tokenizer_dir="",
-                 residuals_options=residuals.options, pairs_options=prepared.options,
-                 targets_parquet=(prepared.url(FINDING_TARGETS) if prepared.exists(FINDING_TARGETS)
-                                  else None)),
-        ScalingSpec(t["num_workers"], t["use_gpu"], dict(t["resources_per_worker"])),
-        RunSpec(name, resolve_path(t["storage_path"]), resolve_path(t["output_dir"]), t["max_failures"],
-                t["num_to_keep"], log_file=str(log_dir / f"{name}.log")),
-        TrackingSpec(tracking_uri(params), tr["experiment"], tr["system_metrics"],
-                     tr["system_metrics_interval_s"], tr["sample_predictions"]),
-        params_flat=flatten(params),
-        tags={"git_commit": git_commit(repo_root()),
-              "data_version": version,
-              "profile": params["profile"], **(tags or {})},
-        test_num_beams=t["test_num_beams"],
-        score_kwargs=({"n_boot": params["evaluate"]["bootstrap"], "seed": params["evaluate"]["seed"]}
-                      if "evaluate" in params else None),
-    )
-    remember(out, key, result.run_name, result.mlflow_run_id)
-    return result
+    with sole_writer(out):  # one training at a time writes output_dir
+        forget(out)
+        name = run_name or t["run_name"] or new_run_name(params["profile"])
+        # every loop setting params.yaml's train section names (the rest of it is Ray's and the run's)
+        loop_keys = {f.name for f in fields(TrainConfig)} & set(t) - {"question_types"}
+        train_cfg = TrainConfig(**{k: t[k] for k in sorted(loop_keys)}, question_types=training_question_types(params))
+        tr = params["tracking"]
+        result = fit(
+            train_cfg, model_cfg,
+            DataSpec(residuals.root, prepared.url("pairs.parquet"), tokenizer_dir="",
+                     residuals_options=residuals.options, pairs_options=prepared.options,
+                     targets_parquet=(prepared.url(FINDING_TARGETS) if prepared.exists(FINDING_TARGETS)
+                                      else None)),
+            ScalingSpec(t["num_workers"], t["use_gpu"], dict(t["resources_per_worker"])),
+            RunSpec(name, resolve_path(t["storage_path"]), resolve_path(t["output_dir"]), t["max_failures"],
+                    t["num_to_keep"], log_file=str(log_dir / f"{name}.log")),
+            TrackingSpec(tracking_uri(params), tr["experiment"], tr["system_metrics"],
+                         tr["system_metrics_interval_s"], tr["sample_predictions"]),
+            params_flat=flatten(params),
+            tags={"git_commit": git_commit(repo_root()),
+                  "data_version": version,
+                  "profile": params["profile"], **(tags or {})},
+            test_num_beams=t["test_num_beams"],
+            score_kwargs=({"n_boot": params["evaluate"]["bootstrap"], "seed": params["evaluate"]["seed"]}
+                          if "evaluate" in params else None),
+        )
+        remember(out, key, result.run_name, result.mlflow_run_id)
+        return result
 
 
 def check_local_resources(num_workers: int, use_gpu: bool, per_worker: dict) -> None:

@@ -1,5 +1,6 @@
-"""A training run asking for more CPUs or GPUs than the machine has: one line, exit 2, before Ray
-starts (a local Ray Train run would otherwise wait for them forever).
+"""A training run asking for more CPUs or GPUs than the machine has, or into a train.output_dir
+another training is writing: one line, exit 2, before Ray starts (a local Ray Train run would
+otherwise wait for the resources forever, or interleave its files with the other run's).
 `python -m pytest tests/reliability/test_train_resources.py`"""
 
 import os
@@ -43,3 +44,16 @@ def test_use_gpu_without_a_gpu_is_refused_before_ray_starts(tmp_path, monkeypatc
     flat = " ".join(r.output.split())
     assert "Traceback" not in r.output and "needs 1 GPUs; this machine has 0" in flat
     assert not ray.is_initialized()
+
+
+def test_a_second_training_into_the_same_folder_is_refused_before_ray_starts(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    from models.lifecycle.writer_lock import sole_writer
+
+    with sole_writer(tmp_path / "out"):
+        r = _train(tmp_path, "--set", "train.num_workers=1")
+    assert r.exit_code == 2, r.output
+    flat = " ".join(r.output.split())
+    assert "Traceback" not in r.output and f"another training (pid {os.getpid()}) is writing there" in flat
+    assert not ray.is_initialized()
+    assert not (tmp_path / "out" / "best").exists()

@@ -1,0 +1,39 @@
+"""One training at a time writes a train.output_dir. Two at once (`spotdiff train` beside a
+Dagster materialization, two `dvc exp run`s in one workspace) would interleave their best/,
+predictions and trained_with.json; the second is refused in one line instead, before Ray starts.
+
+An advisory `flock` on a file in the folder: the kernel drops it when the holder exits, killed or
+not, so a crashed run never leaves a stale lock behind. No waiting: the second run is told at
+once which process holds the folder."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+
+from assets.params import UserError
+
+LOCK_FILE = ".writing.lock"
+
+
+@contextlib.contextmanager
+def sole_writer(out: Path):
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_FILE, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read(32).strip() or "another process"
+            raise UserError(f"train.output_dir {out}: another training (pid {holder}) is writing there; "
+                            "wait for it, or point train.output_dir elsewhere") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
