@@ -24,7 +24,7 @@ from assets import quarantine as q
 from assets.params import UserError, resolve_path
 from assets.registration import RegistrationConfig, identity, register_affine
 from assets.shards import IMAGE_COLUMNS, MANIFEST_NAME, SHARD_FORMAT, ShardWriter, encode_image, group_dir
-from assets.storage import FileRefused, Storage, read_url
+from assets.storage import FileRefused, Storage, lock_within, read_url
 
 GROUPS = tuple(f"p{n}" for n in range(10, 20))
 
@@ -335,29 +335,15 @@ def write_root_manifest(out: Storage, image_size: int) -> dict:
     if out.is_local:
         out.fs.makedirs(out.root, exist_ok=True)
         with open(out.fs._strip_protocol(out.url(".manifest.lock")), "w") as lock:
-            _lock_within(lock, LOCK_TIMEOUT_S)
+            if not lock_within(lock, LOCK_TIMEOUT_S):
+                raise UserError(f"{lock.name}: still locked by another run after {LOCK_TIMEOUT_S:.0f} s; "
+                                "if no other `residuals` run is going, delete the lock file")
             return _write_root_manifest(out, image_size)
     return _write_root_manifest(out, image_size)
 
 
 # Writing the root manifest takes milliseconds; a lock held this long is a stuck process.
 LOCK_TIMEOUT_S = 120
-
-
-def _lock_within(f, timeout_s: float) -> None:
-    import fcntl
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise UserError(f"{f.name}: still locked by another run after {timeout_s:.0f} s; "
-                                "if no other `residuals` run is going, delete the lock file") from None
-            time.sleep(0.1)
 
 
 def _write_root_manifest(out: Storage, image_size: int) -> dict:

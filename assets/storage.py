@@ -24,6 +24,24 @@ import polars as pl
 from fsspec.implementations.local import LocalFileSystem
 
 
+def lock_within(f, timeout_s: float) -> bool:
+    """An exclusive `flock` on the open local file `f` within `timeout_s` (0: one try); False if
+    another holder kept it. Advisory, and dropped by the kernel when its holder exits, killed
+    or not, so a crashed run leaves no stale lock; the caller says what a refusal means."""
+    import fcntl
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+
 # a set of files being renamed into place (Storage.write_set); present only while that runs
 SET_JOURNAL = ".write-set.json"
 

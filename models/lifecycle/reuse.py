@@ -62,11 +62,8 @@ def library_versions() -> dict[str, str | None]:
 def file_digest(path: str | None) -> str | None:
     if not path:
         return None
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def inputs_key(params: dict, question_types: tuple[str, ...], data_version: str, targets: bytes | None,

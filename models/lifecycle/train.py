@@ -22,8 +22,9 @@ def train(params: dict, run_name: str | None = None, tags: dict | None = None):
     from models.train import FitResult, RunSpec, ScalingSpec, TrackingSpec, fit
     from models.train_loop import DataSpec, TrainConfig
 
+    uri = tracking_uri(params)
     try:
-        check_reachable(tracking_uri(params))  # before any data is read or Ray is started
+        check_reachable(uri)  # before any data is read or Ray is started
     except TrackingUnreachable as e:
         raise UserError(str(e)) from e
     t, d = params["train"], params["data"]
@@ -48,7 +49,7 @@ def train(params: dict, run_name: str | None = None, tags: dict | None = None):
     targets = prepared.read_bytes(FINDING_TARGETS) if prepared.exists(FINDING_TARGETS) else None
     out = Path(resolve_path(t["output_dir"]))
     key = inputs_key(params, training_question_types(params), version, targets, encoder)
-    kept = kept_model(params, run_name, out, key, tracking_uri(params))
+    kept = kept_model(params, run_name, out, key, uri)
     if kept is not None:
         return FitResult(kept["run_name"], kept["mlflow_run_id"], out / "best",
                          {**kept["val"], "epoch": kept.get("best_epoch")}, kept["test"], kept["steps"], out,
@@ -66,12 +67,11 @@ def train(params: dict, run_name: str | None = None, tags: dict | None = None):
             train_cfg, model_cfg,
             DataSpec(residuals.root, prepared.url("pairs.parquet"), tokenizer_dir="",
                      residuals_options=residuals.options, pairs_options=prepared.options,
-                     targets_parquet=(prepared.url(FINDING_TARGETS) if prepared.exists(FINDING_TARGETS)
-                                      else None)),
+                     targets_parquet=prepared.url(FINDING_TARGETS) if targets is not None else None),
             ScalingSpec(t["num_workers"], t["use_gpu"], dict(t["resources_per_worker"])),
-            RunSpec(name, resolve_path(t["storage_path"]), resolve_path(t["output_dir"]), t["max_failures"],
+            RunSpec(name, resolve_path(t["storage_path"]), str(out), t["max_failures"],
                     t["num_to_keep"], log_file=str(log_dir / f"{name}.log")),
-            TrackingSpec(tracking_uri(params), tr["experiment"], tr["system_metrics"],
+            TrackingSpec(uri, tr["experiment"], tr["system_metrics"],
                          tr["system_metrics_interval_s"], tr["sample_predictions"]),
             params_flat=flatten(params),
             tags={"git_commit": git_commit(repo_root()),

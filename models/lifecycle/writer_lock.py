@@ -2,9 +2,9 @@
 Dagster materialization, two `dvc exp run`s in one workspace) would interleave their best/,
 predictions and trained_with.json; the second is refused in one line instead, before Ray starts.
 
-An advisory `flock` on a file in the folder: the kernel drops it when the holder exits, killed or
-not, so a crashed run never leaves a stale lock behind. No waiting: the second run is told at
-once which process holds the folder."""
+An advisory `flock` on a file in the folder (assets.storage.lock_within, as the residual
+manifest's): a crashed run never leaves a stale lock behind. No waiting: a training holds the
+folder for minutes to hours, so the second run is told at once which process holds it."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from assets.params import UserError
+from assets.storage import lock_within
 
 LOCK_FILE = ".writing.lock"
 
@@ -22,13 +23,11 @@ LOCK_FILE = ".writing.lock"
 def sole_writer(out: Path):
     out.mkdir(parents=True, exist_ok=True)
     with open(out / LOCK_FILE, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not lock_within(f, 0):
             f.seek(0)
             holder = f.read(32).strip() or "another process"
             raise UserError(f"train.output_dir {out}: another training (pid {holder}) is writing there; "
-                            "wait for it, or point train.output_dir elsewhere") from None
+                            "wait for it, or point train.output_dir elsewhere")
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
