@@ -29,7 +29,7 @@ import requests
 import yaml
 
 from assets.params import load_params
-from models.tracking import use_store
+from models.tracking import client_for, use_store
 
 CHAIN = ("synth", "ingest", "pairs", "residuals", "pretrain", "train", "evaluate", "register", "promote")
 NAME = load_params(profile="smoke")["registry"]["model_name"]  # the smoke profile's own model
@@ -49,9 +49,7 @@ def run(cmd, cwd, env, ok=True, timeout=900):
 
 def _registry(uri: str) -> dict:
     """Versions, champion and the number of MLflow runs of the store at `uri`."""
-    from mlflow import MlflowClient
-
-    c = MlflowClient(uri, registry_uri=uri)
+    c = client_for(uri)
     versions = sorted(int(v.version) for v in c.search_model_versions(f"name='{NAME}'"))
     champion = c.get_registered_model(NAME).aliases.get("champion")
     runs = c.search_runs([e.experiment_id for e in c.search_experiments()], max_results=1000)
@@ -78,18 +76,14 @@ def chain(dagster_chain):
     gate = json.loads((repo / "runs/registry/champion.json").read_text())
     after = _registry(uri)
     if after["champion"] is None:  # the manual promotion an operator would do, for the tests below
-        from mlflow import MlflowClient
-
-        MlflowClient(uri, registry_uri=uri).set_registered_model_alias(NAME, "champion", gate["candidate"])
+        client_for(uri).set_registered_model_alias(NAME, "champion", gate["candidate"])
     return {"repo": repo, "env": env, "first": out.stdout + out.stderr, "wall": wall, "uri": uri,
             "gate": gate, "started": started, "before": before, "after": after,
             "champion": after["champion"] or gate["candidate"]}
 
 
 def client(chain):
-    from mlflow import MlflowClient
-
-    return MlflowClient(chain["uri"], registry_uri=chain["uri"])  # never a registry set by another test
+    return client_for(chain["uri"])  # its registry is the clone's store, never one set by another test
 
 
 def test_repro_runs_the_chain_and_ends_with_the_gate_decision(chain):
