@@ -2,9 +2,44 @@
 
 import pipelines.env  # noqa: F401
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHAIN = "dagster_chain"  # the fixture of the one training chain (tests/pipelines/dagster_chain.py)
+
+
+def pytest_collection_modifyitems(items):
+    """The modules of the training chain run last: its process starts with the session (below) and
+    is done, or nearly, by the time they need it."""
+    chained = {i.path for i in items if CHAIN in i.fixturenames}
+    items[:] = [i for i in items if i.path not in chained] + [i for i in items if i.path in chained]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def chain_beside(request, tmp_path_factory, _journal_outside_the_checkout):
+    """Starts the training chain's process at the first test when the session holds a test of it:
+    most of its ~5 min is waiting on Dagster's daemon (a backfill advances on the daemon's fixed
+    30 s tick), time the other tests use. Stopped at the end if still running."""
+    if not any(CHAIN in i.fixturenames for i in request.session.items):
+        yield None
+        return
+    out = tmp_path_factory.mktemp("chain")
+    with open(out / "chain.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "tests.pipelines.dagster_chain", str(out)], cwd=REPO,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    yield proc, out
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)  # it stops `dagster dev` on its way out
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,17 @@
 What the UI and the daemon did is recorded here and asserted in test_dagster_ui.py; the same
 clone then goes on to `dvc repro` in test_registry_chain.py (the DVC entry point over the very
 files Dagster wrote: it trains nothing new). Waits are bounded; a failed or cancelled run fails
-at once."""
+at once.
+
+It runs as its own process (`python -m tests.pipelines.dagster_chain OUT`, started by
+tests/conftest.py when the session holds a test of it) beside the other tests: most of its
+minutes are spent waiting on the daemon, time the rest of the suite uses. What it saw lands in
+OUT/seen.pkl."""
 
 import json
 import os
+import pickle
+import signal
 import subprocess
 import sys
 import time
@@ -155,3 +162,14 @@ def materialize_all_then_the_loop(tmp: Path) -> dict:
         with browser(url) as page:
             screenshot(page, url + "/assets/champion_model?view=lineage&lineageScope=upstream&lineageDepth=10", shot)
     return seen
+
+
+def main(out: Path) -> None:
+    # SIGTERM (the test session stopping early) unwinds like an error: `dagster dev` is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    seen = materialize_all_then_the_loop(out)
+    (out / "seen.pkl").write_bytes(pickle.dumps(seen))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
