@@ -8,11 +8,12 @@
    anything the sensor, the automation conditions and the promotion gate carry it to a new
    registered version. Then, with no new file, nothing runs.
 3. A screenshot of the asset graph, then `dagster dev` stops.
+4. `dvc repro` in the same clone: the DVC entry point over the very files Dagster wrote (it
+   trains nothing new), with the registry before and after.
 
-What the UI and the daemon did is recorded here and asserted in test_dagster_ui.py; the same
-clone then goes on to `dvc repro` in test_registry_chain.py (the DVC entry point over the very
-files Dagster wrote: it trains nothing new). Waits are bounded; a failed or cancelled run fails
-at once.
+What the UI, the daemon and DVC did is recorded here and asserted in test_dagster_ui.py and
+test_registry_chain.py (which goes on with the registry and serving tests in the same clone).
+Waits are bounded; a failed or cancelled run fails at once.
 
 It runs as its own process (`python -m tests.pipelines.dagster_chain OUT`, started by
 tests/conftest.py when the session holds a test of it) beside the other tests: most of its
@@ -22,6 +23,7 @@ OUT/seen.pkl."""
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +33,8 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from assets.params import load_params
+from models.tracking import client_for
 from tests.pipelines.dagster_dev import browser, click_materialize_all, dagster_dev, fresh_clone, gql, screenshot
 
 NODES = """{ assetNodes { assetKey { path } dependencyKeys { path }
@@ -51,6 +55,7 @@ SENSORS = """{ repositoriesOrError { ... on RepositoryConnection { nodes { name 
   sensors { name } } } } }"""
 START = """mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename
   ... on PythonError { message } } }"""
+NAME = load_params(profile="smoke")["registry"]["model_name"]  # the smoke profile's own model
 POLL_SECONDS = 5  # automation.poll_seconds in the clone: both sensors tick every 5 s
 ADDED_SUBJECTS = 3
 
@@ -164,10 +169,46 @@ def materialize_all_then_the_loop(tmp: Path) -> dict:
     return seen
 
 
+def registry(uri: str) -> dict:
+    """Versions, champion and the number of MLflow runs of the store at `uri`."""
+    c = client_for(uri)
+    versions = sorted(int(v.version) for v in c.search_model_versions(f"name='{NAME}'"))
+    champion = c.get_registered_model(NAME).aliases.get("champion")
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()], max_results=1000)
+    return {"versions": versions, "champion": str(champion) if champion else None, "runs": len(runs)}
+
+
+def dvc_repro_over_it(repo: Path, env: dict) -> dict:
+    """Step 4: `dvc repro` (smoke profile) over the files Dagster wrote, the registry before and after."""
+    env = {**env, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    dvc = shutil.which("dvc", path=env.get("PATH"))
+    assert dvc, "dvc is not on PATH: `source scripts/env.sh` first"
+    # the profile where DVC records it (a stage refuses an environment profile params.yaml does not name)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["profile"] = "smoke"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    before = registry(uri)
+    t0, started = time.perf_counter(), time.time()
+    out = subprocess.run([dvc, "repro"], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, f"dvc repro: {out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    wall = time.perf_counter() - t0
+    print(f"dvc repro (smoke, after Dagster's materializations): {wall:.0f} s", flush=True)
+    gate = json.loads((repo / "runs/registry/champion.json").read_text())
+    after = registry(uri)
+    if after["champion"] is None:  # the manual promotion an operator would do, for the tests that follow
+        client_for(uri).set_registered_model_alias(NAME, "champion", gate["candidate"])
+    return {"repo": repo, "env": env, "first": out.stdout + out.stderr, "wall": wall, "uri": uri,
+            "gate": gate, "started": started, "before": before, "after": after,
+            "champion": after["champion"] or gate["candidate"]}
+
+
 def main(out: Path) -> None:
     # SIGTERM (the test session stopping early) unwinds like an error: `dagster dev` is stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     seen = materialize_all_then_the_loop(out)
+    seen["repro"] = dvc_repro_over_it(seen["repo"], seen["env"])
     (out / "seen.pkl").write_bytes(pickle.dumps(seen))
 
 

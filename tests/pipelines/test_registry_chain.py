@@ -9,12 +9,12 @@ answers two JPEGs of the embedded data with a heatmap, and the model served by `
 serve` (via `spotdiff serve`, 127.0.0.1) answers over HTTP like the in-process pyfunc, refuses
 bad requests with a 400 and a clear message, and holds a small concurrent load with no error.
 
-`python -m pytest tests/pipelines/test_registry_chain.py` (source scripts/env.sh first; it runs
-the Dagster half first when test_dagster_ui.py has not)."""
+`python -m pytest tests/pipelines/test_registry_chain.py` (source scripts/env.sh first; the
+chain's process, started with the session by tests/conftest.py, runs the Dagster half and the
+first `dvc repro`)."""
 
 import base64
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -28,15 +28,13 @@ import pytest
 import requests
 import yaml
 
-from assets.params import load_params
 from models.tracking import client_for, use_store
+from tests.pipelines.dagster_chain import NAME
 
 CHAIN = ("synth", "ingest", "pairs", "residuals", "pretrain", "train", "evaluate", "register", "promote")
-NAME = load_params(profile="smoke")["registry"]["model_name"]  # the smoke profile's own model
 QUESTION = "what has changed compared to the reference image?"
 
-# the chain's first test pays for it (the Dagster half too, when it has not run yet; above the
-# sum of their bounded waits)
+# the chain's first test waits for its process when it has not ended yet (above its bounded waits)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
@@ -47,39 +45,10 @@ def run(cmd, cwd, env, ok=True, timeout=900):
     return res
 
 
-def _registry(uri: str) -> dict:
-    """Versions, champion and the number of MLflow runs of the store at `uri`."""
-    c = client_for(uri)
-    versions = sorted(int(v.version) for v in c.search_model_versions(f"name='{NAME}'"))
-    champion = c.get_registered_model(NAME).aliases.get("champion")
-    runs = c.search_runs([e.experiment_id for e in c.search_experiments()], max_results=1000)
-    return {"versions": versions, "champion": str(champion) if champion else None, "runs": len(runs)}
-
-
 @pytest.fixture(scope="module")
 def chain(dagster_chain):
-    if not shutil.which("dvc"):
-        pytest.fail("dvc is not on PATH: `source scripts/env.sh` first")
-    repo = dagster_chain["repo"]
-    env = {**dagster_chain["env"], "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    # the profile where DVC records it (a stage refuses an environment profile params.yaml does not name)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["profile"] = "smoke"
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    uri = f"sqlite:///{repo / 'mlflow.db'}"
-    before = _registry(uri)
-    t0, started = time.perf_counter(), time.time()
-    out = run(["dvc", "repro"], repo, env)
-    wall = time.perf_counter() - t0
-    print(f"dvc repro (smoke, after Dagster's materializations): {wall:.0f} s")
-    gate = json.loads((repo / "runs/registry/champion.json").read_text())
-    after = _registry(uri)
-    if after["champion"] is None:  # the manual promotion an operator would do, for the tests below
-        client_for(uri).set_registered_model_alias(NAME, "champion", gate["candidate"])
-    return {"repo": repo, "env": env, "first": out.stdout + out.stderr, "wall": wall, "uri": uri,
-            "gate": gate, "started": started, "before": before, "after": after,
-            "champion": after["champion"] or gate["candidate"]}
+    """The clone after `dvc repro` over Dagster's files (step 4 of tests/pipelines/dagster_chain.py)."""
+    return dagster_chain["repro"]
 
 
 def client(chain):
