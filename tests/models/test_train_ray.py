@@ -95,15 +95,17 @@ def test_two_worker_fit_writes_checkpoint_and_mlflow_run(reference):
 
 
 def _train_workers() -> list[psutil.Process]:
-    """Ray Train worker processes of *this* test's Ray instance: descendants of this process
-    (the local raylet is our child), so nothing else on the machine is touched."""
+    """Ray Train worker processes of *this* test's Ray instance: below the raylet that ray.init
+    started as a child of this process, so nothing else is touched (not even the Ray workers of
+    the training chain, another child of the test session, tests/conftest.py)."""
     out = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if "RayTrainWorker" in " ".join(p.cmdline()):
-                out.append(p)
-        except psutil.Error:
-            continue
+    for raylet in (c for c in psutil.Process().children() if c.name() == "raylet"):
+        for p in raylet.children(recursive=True):
+            try:
+                if "RayTrainWorker" in " ".join(p.cmdline()):
+                    out.append(p)
+            except psutil.Error:
+                continue
     return out
 
 

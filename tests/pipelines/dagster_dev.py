@@ -13,6 +13,8 @@ from pathlib import Path
 
 import requests
 
+from pipelines.journal import JOURNAL_ENV
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -39,9 +41,11 @@ def fresh_clone(tmp: Path) -> tuple[Path, dict]:
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nrun_queue:\n  max_concurrent_runs: 2\n")
     env = {**os.environ, "SPOTDIFF_PROFILE": "smoke", "PYTHONPATH": str(repo), "DAGSTER_HOME": str(home)}
     # mlflow.set_tracking_uri / set_registry_uri in earlier tests of this process export
-    # MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI: the clone must use its own store only
+    # MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI: the clone must use its own store only. Its run
+    # journal too (the clone's runs/journal): the tests' shared one gets the notes of the tests that
+    # run beside the chain, and `spotdiff summary` in the clone must see its own runs only.
     for k in ("SPOTDIFF_PARAMS", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "SPOTDIFF_MIMIC_ROOT",
-              "SPOTDIFF_DIFFVQA_ROOT"):
+              "SPOTDIFF_DIFFVQA_ROOT", JOURNAL_ENV):
         env.pop(k, None)
     subprocess.run(["git", "clone", "-q", str(REPO), str(repo)], check=True)
     return repo, env
