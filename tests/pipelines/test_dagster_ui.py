@@ -14,7 +14,7 @@ from assets.residuals import GROUPS
 CHAIN_ASSETS = {"embedded_dataset", "mimic_images", "diffvqa_questions", "study_pairs", "quarantine", "residual_images",
                 "pretrained_encoder", "real_model", "evaluation", "registered_model", "champion_model"}
 
-# the chain's first test pays for it (about 6 min on 2 cores; above the sum of its bounded waits)
+# the chain's first test waits for its process when it has not ended yet (above its bounded waits)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
