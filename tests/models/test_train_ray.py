@@ -99,13 +99,18 @@ def _train_workers() -> list[psutil.Process]:
     started as a child of this process, so nothing else is touched (not even the Ray workers of
     the training chain, another child of the test session, tests/conftest.py)."""
     out = []
-    for raylet in (c for c in psutil.Process().children() if c.name() == "raylet"):
-        for p in raylet.children(recursive=True):
-            try:
-                if "RayTrainWorker" in " ".join(p.cmdline()):
-                    out.append(p)
-            except psutil.Error:
+    for child in psutil.Process().children():
+        try:  # any process may end between the listing and the look (gone: not ours to kill)
+            if child.name() != "raylet":
                 continue
+            for p in child.children(recursive=True):
+                try:
+                    if "RayTrainWorker" in " ".join(p.cmdline()):
+                        out.append(p)
+                except psutil.Error:
+                    continue
+        except psutil.Error:
+            continue
     return out
 
 
@@ -125,20 +130,23 @@ def test_killed_worker_resumes_from_checkpoint_with_same_metrics(reference, tiny
 
     thread = threading.Thread(target=run)
     thread.start()
-    first_ckpt = tmp_path / "ray" / "killed" / "epoch_0001"
-    deadline = time.monotonic() + 300
-    while not first_ckpt.exists() and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    victims = _train_workers()
-    assert first_ckpt.exists() and victims, "no checkpoint / worker to kill"
-    killed = victims[0].pid
-    os.kill(killed, signal.SIGKILL)
-    seen = {p.pid for p in victims}
-    while thread.is_alive():  # the restarted group runs in new processes
-        seen |= {p.pid for p in _train_workers()}
-        time.sleep(0.05)
-        assert time.monotonic() < deadline + 300, "the resumed run did not finish"
-    thread.join()
+    try:
+        first_ckpt = tmp_path / "ray" / "killed" / "epoch_0001"
+        deadline = time.monotonic() + 300
+        while not first_ckpt.exists() and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        victims = _train_workers()
+        assert first_ckpt.exists() and victims, "no checkpoint / worker to kill"
+        killed = victims[0].pid
+        os.kill(killed, signal.SIGKILL)
+        seen = {p.pid for p in victims}
+        while thread.is_alive():  # the restarted group runs in new processes
+            seen |= {p.pid for p in _train_workers()}
+            time.sleep(0.05)
+            assert time.monotonic() < deadline + 300, "the resumed run did not finish"
+    finally:
+        # a run left going would redirect this process's output under the next tests
+        thread.join(timeout=600)
     assert "error" not in box, repr(box.get("error"))
     result, client = box["result"]
     assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
