@@ -6,18 +6,19 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CHAIN = "dagster_chain"  # the fixture of the one training chain (tests/pipelines/dagster_chain.py)
+CHAIN_FIXTURE = "dagster_chain"  # the fixture of the one training chain (tests/pipelines/dagster_chain.py)
 
 
 def pytest_collection_modifyitems(items):
     """The modules of the training chain run last: its process starts with the session (below) and
     is done, or nearly, by the time they need it."""
-    chained = {i.path for i in items if CHAIN in i.fixturenames}
+    chained = {i.path for i in items if CHAIN_FIXTURE in getattr(i, "fixturenames", ())}
     items[:] = [i for i in items if i.path not in chained] + [i for i in items if i.path in chained]
 
 
@@ -26,14 +27,15 @@ def chain_beside(request, tmp_path_factory, _journal_outside_the_checkout):
     """Starts the training chain's process at the first test when the session holds a test of it:
     most of its ~5 min is waiting on Dagster's daemon (a backfill advances on the daemon's fixed
     30 s tick), time the other tests use. Stopped at the end if still running."""
-    if not any(CHAIN in i.fixturenames for i in request.session.items):
+    if not any(CHAIN_FIXTURE in getattr(i, "fixturenames", ()) for i in request.session.items):
         yield None
         return
     out = tmp_path_factory.mktemp("chain")
-    with open(out / "chain.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.pipelines.dagster_chain", str(out)], cwd=REPO,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    yield proc, out
+    with open(out / "chain.log", "w") as log:  # unbuffered: a killed chain's last words are in it
+        proc = subprocess.Popen([sys.executable, "-u", "-m", "tests.pipelines.dagster_chain", str(out)], cwd=REPO,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    yield proc, out, time.monotonic()
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)  # it stops `dagster dev` on its way out
         try:
@@ -62,8 +64,6 @@ def smoke_dataset(tmp_path_factory) -> Path:
 def _journal_outside_the_checkout(tmp_path_factory):
     """Pipeline commands note their runs for `spotdiff summary` (pipelines/journal.py); the
     tests' commands (and the subprocesses they start) note them here, not in the checkout."""
-    import os
-
     from pipelines.journal import JOURNAL_ENV
 
     os.environ.setdefault(JOURNAL_ENV, str(tmp_path_factory.mktemp("journal")))
@@ -73,9 +73,6 @@ def _journal_outside_the_checkout(tmp_path_factory):
 def _isolate_mlflow_uris():
     """mlflow.set_tracking_uri / set_registry_uri set process globals AND export MLFLOW_*_URI;
     undo both after every test so no test (or the subprocesses it starts) sees another's store."""
-    import os
-    import sys
-
     keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     saved = {k: os.environ.get(k) for k in keys}
     yield

@@ -114,6 +114,7 @@ def _train_workers() -> list[psutil.Process]:
     return out
 
 
+@pytest.mark.timeout(1500)  # above its own waits: 300 s to the checkpoint, 300 s more to the end, the join
 def test_killed_worker_resumes_from_checkpoint_with_same_metrics(reference, tiny, tmp_path):
     """A worker process SIGKILLed from outside once the first epoch's checkpoint is on disk (no
     hook in the training code): FailureConfig starts a new worker group from the last reported

@@ -1,24 +1,38 @@
 """The pipelines' one training chain (tests/pipelines/dagster_chain.py), shared: the Dagster UI
-tests judge its first half, the DVC and registry tests go on in the same clone."""
+tests judge its first half, the DVC and registry tests go on in the same clone. Its process starts
+with the session (tests/conftest.py); these fixtures wait for what it saw, bounded."""
 
 import pickle
-import subprocess
+import time
 
 import pytest
 
-# above the sum of the chain's bounded waits (two of 900 s, the start, the clone, the pictures)
-CHAIN_WAIT_S = 2400
+# from the chain's start: above the sum of its bounded waits (the daemon twice 900 s, synth 600 s,
+# `dvc repro` 900 s, `dagster dev`'s start 180 s, the clone and the pictures)
+CHAIN_WAIT_S = 3900
+
+
+def _result(chain_beside, name: str) -> dict:
+    proc, out, started = chain_beside
+    while not (out / name).is_file():
+        ended = proc.poll() is not None
+        if ended and not (out / name).is_file():
+            log = (out / "chain.log").read_text(errors="replace")[-5000:]
+            pytest.fail(f"the training chain ended (exit {proc.returncode}) without {name}:\n{log}")
+        if time.monotonic() > started + CHAIN_WAIT_S:
+            log = (out / "chain.log").read_text(errors="replace")[-5000:]
+            pytest.fail(f"the training chain wrote no {name} in {CHAIN_WAIT_S} s:\n{log}")
+        time.sleep(1)
+    return pickle.loads((out / name).read_bytes())
 
 
 @pytest.fixture(scope="session")
 def dagster_chain(chain_beside) -> dict:
-    """What the chain saw, once its process (started with the session, tests/conftest.py) is done."""
-    proc, out = chain_beside
-    log = out / "chain.log"
-    try:
-        rc = proc.wait(timeout=CHAIN_WAIT_S)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the Dagster chain did not end in {CHAIN_WAIT_S} s\n{log.read_text()[-5000:]}")
-    if rc != 0 or not (out / "seen.pkl").is_file():
-        pytest.fail(f"the Dagster chain failed (exit {rc}):\n{log.read_text()[-5000:]}")
-    return pickle.loads((out / "seen.pkl").read_bytes())
+    """What "Materialize all", the loop and the screenshot did (steps 1-3)."""
+    return _result(chain_beside, "seen.pkl")
+
+
+@pytest.fixture(scope="session")
+def dvc_after_dagster(chain_beside, dagster_chain) -> dict:
+    """The clone after `dvc repro` over Dagster's files (step 4)."""
+    return _result(chain_beside, "repro.pkl")

@@ -18,7 +18,7 @@ Waits are bounded; a failed or cancelled run fails at once.
 It runs as its own process (`python -m tests.pipelines.dagster_chain OUT`, started by
 tests/conftest.py when the session holds a test of it) beside the other tests: most of its
 minutes are spent waiting on the daemon, time the rest of the suite uses. What it saw lands in
-OUT/seen.pkl."""
+OUT/seen.pkl (steps 1-3) and OUT/repro.pkl (step 4)."""
 
 import json
 import os
@@ -35,7 +35,8 @@ import yaml
 
 from assets.params import load_params
 from models.tracking import client_for
-from tests.pipelines.dagster_dev import browser, click_materialize_all, dagster_dev, fresh_clone, gql, screenshot
+from tests.pipelines.dagster_dev import (browser, click_materialize_all, dagster_dev, die_with_parent, fresh_clone,
+                                         gql, screenshot)
 
 NODES = """{ assetNodes { assetKey { path } dependencyKeys { path }
   assetChecksOrError { ... on AssetChecks { checks { name
@@ -194,7 +195,6 @@ def dvc_repro_over_it(repo: Path, env: dict) -> dict:
     out = subprocess.run([dvc, "repro"], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, f"dvc repro: {out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     wall = time.perf_counter() - t0
-    print(f"dvc repro (smoke, after Dagster's materializations): {wall:.0f} s", flush=True)
     gate = json.loads((repo / "runs/registry/champion.json").read_text())
     after = registry(uri)
     if after["champion"] is None:  # the manual promotion an operator would do, for the tests that follow
@@ -204,12 +204,20 @@ def dvc_repro_over_it(repo: Path, env: dict) -> dict:
             "champion": after["champion"] or gate["candidate"]}
 
 
+def _save(out: Path, name: str, result: dict) -> None:
+    """Whole or absent: the test session reads it while this process goes on."""
+    part = out / f"{name}.part"
+    part.write_bytes(pickle.dumps(result))
+    part.replace(out / name)
+
+
 def main(out: Path) -> None:
-    # SIGTERM (the test session stopping early) unwinds like an error: `dagster dev` is stopped
+    # SIGTERM (the test session stopping early, or dying) unwinds like an error: `dagster dev` is stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    die_with_parent()
     seen = materialize_all_then_the_loop(out)
-    seen["repro"] = dvc_repro_over_it(seen["repo"], seen["env"])
-    (out / "seen.pkl").write_bytes(pickle.dumps(seen))
+    _save(out, "seen.pkl", seen)  # the Dagster tests need no more than this
+    _save(out, "repro.pkl", dvc_repro_over_it(seen["repo"], seen["env"]))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@ of this repository in a temporary folder, its own DAGSTER_HOME, the webserver's 
 a headless Chromium screenshot of a page."""
 
 import contextlib
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +26,14 @@ def gql(url: str, query: str, variables: dict | None = None) -> dict:
     body = r.json()
     assert "errors" not in body, body["errors"]
     return body["data"]
+
+
+def die_with_parent() -> None:
+    """This process gets SIGTERM when its parent dies, however it dies (Linux PR_SET_PDEATHSIG):
+    a test session killed outright (CI cancelled, SIGKILL, out of memory) leaves no chain or
+    `dagster dev` of its own running."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -59,7 +69,8 @@ def dagster_dev(repo: Path, env: dict, log_path: Path, start_timeout: float = 18
     dagster = Path(sys.executable).parent / "dagster"
     log = open(log_path, "w")
     proc = subprocess.Popen([str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)], cwd=repo, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=die_with_parent)
     try:
         deadline = time.time() + start_timeout
         while True:

@@ -1,7 +1,7 @@
 """The Dagster UI path and the loop, for real: what "Materialize all" in a headless Chromium and
 the automation sensors on the daemon did to a fresh clone (the run itself:
-tests/pipelines/dagster_chain.py, shared with test_registry_chain.py, which goes on with `dvc repro`
-in the same clone).
+tests/pipelines/dagster_chain.py, whose process then goes on with `dvc repro` in the same clone,
+judged by test_registry_chain.py).
 
 `python -m pytest tests/pipelines/test_dagster_ui.py` (source scripts/env.sh first);
 SPOTDIFF_SCREENSHOT=path.png keeps the asset-graph picture (docs/img/dagster_asset_graph.png is
