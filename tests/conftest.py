@@ -15,10 +15,14 @@ REPO = Path(__file__).resolve().parents[1]
 CHAIN_FIXTURE = "dagster_chain"  # the fixture of the one training chain (tests/pipelines/dagster_chain.py)
 
 
+def _uses_the_chain(item) -> bool:
+    return CHAIN_FIXTURE in getattr(item, "fixturenames", ())  # directly or through another fixture
+
+
 def pytest_collection_modifyitems(items):
     """The modules of the training chain run last: its process starts with the session (below) and
     is done, or nearly, by the time they need it."""
-    chained = {i.path for i in items if CHAIN_FIXTURE in getattr(i, "fixturenames", ())}
+    chained = {i.path for i in items if _uses_the_chain(i)}
     items[:] = [i for i in items if i.path not in chained] + [i for i in items if i.path in chained]
 
 
@@ -27,7 +31,7 @@ def chain_beside(request, tmp_path_factory, _journal_outside_the_checkout):
     """Starts the training chain's process at the first test when the session holds a test of it:
     most of its ~5 min is waiting on Dagster's daemon (a backfill advances on the daemon's fixed
     30 s tick), time the other tests use. Stopped at the end if still running."""
-    if not any(CHAIN_FIXTURE in getattr(i, "fixturenames", ()) for i in request.session.items):
+    if not any(_uses_the_chain(i) for i in request.session.items):
         yield None
         return
     out = tmp_path_factory.mktemp("chain")

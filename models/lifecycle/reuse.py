@@ -18,6 +18,8 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from assets.storage import Storage
+
 # what a finished run leaves in train.output_dir (models/train.py), all needed to reuse it
 OUTPUTS = ("best", "tokenizer", "test_predictions.jsonl", "test_report.json", "metrics.json")
 KEY_FILE = "trained_with.json"  # written last: a run that died midway leaves no key behind
@@ -90,11 +92,10 @@ def forget(out: Path) -> None:
 def remember(out: Path, key: dict, run_name: str, mlflow_run_id: str | None) -> None:
     """After a run finished: the key, and the run it belongs to (metrics.json must name the same
     run: a `dvc checkout` of older outputs restores this file but not the uncached metrics.json)."""
-    tmp = out / f".{KEY_FILE}.tmp"  # replaced whole: a reader beside it sees the old file or the new
-    tmp.write_text(json.dumps(
+    # replaced whole (temp file, then rename): a reader beside it sees the old file or the new
+    Storage(str(out)).write_bytes((json.dumps(
         {"digest": _digest(key), "run_name": run_name, "mlflow_run_id": mlflow_run_id, "inputs": key},
-        indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(out / KEY_FILE)
+        indent=2, sort_keys=True, default=str) + "\n").encode(), KEY_FILE)
 
 
 def kept_model(params: dict, run_name: str | None, out: Path, key: dict, tracking_uri: str) -> dict | None:

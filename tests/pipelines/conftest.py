@@ -15,14 +15,15 @@ CHAIN_WAIT_S = 3900
 def _result(chain_beside, name: str) -> dict:
     proc, out, started = chain_beside
     while not (out / name).is_file():
-        ended = proc.poll() is not None
-        if ended and not (out / name).is_file():
-            log = (out / "chain.log").read_text(errors="replace")[-5000:]
-            pytest.fail(f"the training chain ended (exit {proc.returncode}) without {name}:\n{log}")
-        if time.monotonic() > started + CHAIN_WAIT_S:
-            log = (out / "chain.log").read_text(errors="replace")[-5000:]
-            pytest.fail(f"the training chain wrote no {name} in {CHAIN_WAIT_S} s:\n{log}")
-        time.sleep(1)
+        # ended: looked at again after the exit, for a file written just before it
+        if proc.poll() is not None and not (out / name).is_file():
+            why = f"ended (exit {proc.returncode}) without {name}"
+        elif time.monotonic() > started + CHAIN_WAIT_S:
+            why = f"wrote no {name} in {CHAIN_WAIT_S} s"
+        else:
+            time.sleep(1)
+            continue
+        pytest.fail(f"the training chain {why}:\n{(out / 'chain.log').read_text(errors='replace')[-5000:]}")
     return pickle.loads((out / name).read_bytes())
 
 

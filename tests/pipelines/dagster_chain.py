@@ -34,6 +34,7 @@ import polars as pl
 import yaml
 
 from assets.params import load_params
+from assets.storage import Storage
 from models.tracking import client_for
 from tests.pipelines.dagster_dev import (browser, click_materialize_all, dagster_dev, die_with_parent, fresh_clone,
                                          gql, screenshot)
@@ -204,20 +205,14 @@ def dvc_repro_over_it(repo: Path, env: dict) -> dict:
             "champion": after["champion"] or gate["candidate"]}
 
 
-def _save(out: Path, name: str, result: dict) -> None:
-    """Whole or absent: the test session reads it while this process goes on."""
-    part = out / f"{name}.part"
-    part.write_bytes(pickle.dumps(result))
-    part.replace(out / name)
-
-
 def main(out: Path) -> None:
     # SIGTERM (the test session stopping early, or dying) unwinds like an error: `dagster dev` is stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     die_with_parent()
+    results = Storage(str(out))  # each file whole or absent (temp, then rename): the session reads them meanwhile
     seen = materialize_all_then_the_loop(out)
-    _save(out, "seen.pkl", seen)  # the Dagster tests need no more than this
-    _save(out, "repro.pkl", dvc_repro_over_it(seen["repo"], seen["env"]))
+    results.write_bytes(pickle.dumps(seen), "seen.pkl")  # the Dagster tests need no more than this
+    results.write_bytes(pickle.dumps(dvc_repro_over_it(seen["repo"], seen["env"])), "repro.pkl")
 
 
 if __name__ == "__main__":
